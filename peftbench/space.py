@@ -1,0 +1,266 @@
+"""The design space of He et al. (ICLR 2022), Table 1, as typed specs.
+
+A method is a :class:`MethodSpec`: a set of named :class:`ModuleSpec` (one point each on the four axes:
+functional form, insertion form, modified representation, composition), an optional :class:`PromptSpec`
+(prompts at the input), and rules for which base-model parameters train (biases for BitFit, everything for
+full fine-tuning, the task head). Named methods are YAML presets of this one spec (``conf/method/``).
+
+Validation happens in ``__post_init__``, so a spec built by Hydra (``OmegaConf.to_object``) or by hand fails
+at once with a one-line :class:`SpecError` naming the field and the valid values.
+"""
+
+from __future__ import annotations
+
+import re
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+FORMS = ("bottleneck", "low_rank", "prefix")
+INSERTIONS = ("sequential", "parallel")
+#: Sub-layers (the adapter family reads/writes a whole sub-layer), heads (the prefix family) and
+#: weight matrices (the LoRA family: the module runs beside one projection).
+SUBLAYER_REPRESENTATIONS = ("attn", "ffn")
+HEAD_REPRESENTATIONS = ("attn_heads",)
+WEIGHT_REPRESENTATIONS = ("attn_q", "attn_k", "attn_v", "attn_o", "ffn_w1", "ffn_w2")
+REPRESENTATIONS = SUBLAYER_REPRESENTATIONS + HEAD_REPRESENTATIONS + WEIGHT_REPRESENTATIONS
+COMPOSITIONS = ("add", "scale", "gate")
+BOTTLENECK_ACTIVATIONS = ("relu", "gelu", "tanh", "identity")
+PREFIX_ACTIVATIONS = ("softmax", "relu")
+INITS = ("bert", "lora")
+REPARAMS = ("none", "mlp")
+PROMPT_KINDS = ("soft", "lstm")
+PROMPT_POSITIONS = ("start", "infix")
+PROMPT_INITS = ("uniform", "vocab", "words")
+
+
+class SpecError(ValueError):
+    """A design-space spec that is malformed or names an impossible combination."""
+
+
+def _one_of(where: str, value: Any, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise SpecError(f"{where}={value!r} is not valid; valid values: {', '.join(valid)}")
+
+
+def parse_layers(layers: str, num_layers: int) -> list[int]:
+    """Resolve a layer selection against a model with ``num_layers`` layers.
+
+    ``all``; ``top:N`` (the last N layers, the prompt-depth ablation); ``bottom:N``; ``A-B`` (inclusive);
+    or a comma list ``0,2,5``. Negative indices count from the top.
+    """
+    text = str(layers).strip().replace(" ", "")
+    span = re.fullmatch(r"(-?\d+)-(-?\d+)", text)
+    try:
+        if text == "all":
+            chosen = list(range(num_layers))
+        elif text.startswith(("top:", "bottom:")):
+            n = int(text.split(":", 1)[1])
+            if not 1 <= n <= num_layers:
+                raise SpecError(f"layers={layers!r} asks for {n} of {num_layers} layers")
+            chosen = list(range(num_layers - n, num_layers)) if text.startswith("top") else list(range(n))
+        elif span:
+            a, b = (int(g) + num_layers if int(g) < 0 else int(g) for g in span.groups())
+            chosen = list(range(a, b + 1))
+        else:
+            chosen = sorted({int(i) + num_layers if int(i) < 0 else int(i) for i in text.split(",")})
+    except ValueError as err:
+        raise SpecError(
+            f"layers={layers!r} is not a layer selection; valid forms: all, top:N, bottom:N, A-B, i,j,k"
+        ) from err
+    bad = [i for i in chosen if not 0 <= i < num_layers]
+    if bad or not chosen:
+        raise SpecError(f"layers={layers!r} selects {bad or 'no'} layers; the model has layers 0..{num_layers - 1}")
+    return chosen
+
+
+@dataclass
+class ModuleSpec:
+    """One modification Δh: a point on the four axes of Table 1.
+
+    - ``form``: ``bottleneck`` Δh = f(x W_down) W_up; ``low_rank`` Δh = x W_down W_up (no bias, no activation);
+      ``prefix`` Δh = act(q P_kᵀ) P_v per head, with l = ``r`` prefix vectors per layer.
+    - ``insertion``: ``sequential`` reads the sub-layer's output h; ``parallel`` reads its input x.
+    - ``representation``: which representations are modified (a list: Houlsby adds one adapter at ``attn``
+      and one at ``ffn``; LoRA one per weight, ``attn_q`` and ``attn_v``).
+    - ``composition``: ``add`` h + Δh; ``scale`` h + s·Δh (``learn_scale`` makes s a trained scalar);
+      ``gate`` (1 − λ(x)) h + λ(x) Δh, the prefix-tuning gate, exact by concatenating [P_k; K], [P_v; V].
+    - ``r``: the bottleneck size, the rank, or for ``form=prefix`` the prefix length l.
+    """
+
+    form: str = "bottleneck"
+    insertion: str = "parallel"
+    representation: list[str] = field(default_factory=lambda: ["ffn"])
+    composition: str = "add"
+    r: int = 16
+    scale: float = 1.0
+    learn_scale: bool = False
+    activation: str = "relu"
+    init: str = "lora"
+    bias: bool = True
+    layer_norm: bool = False
+    dropout: float = 0.0
+    layers: str = "all"
+    reparam: str = "none"
+    reparam_hidden: int = 800
+
+    def __post_init__(self) -> None:
+        self.validate("module")
+
+    def validate(self, where: str) -> None:
+        _one_of(f"{where}.form", self.form, FORMS)
+        _one_of(f"{where}.insertion", self.insertion, INSERTIONS)
+        _one_of(f"{where}.composition", self.composition, COMPOSITIONS)
+        _one_of(f"{where}.init", self.init, INITS)
+        _one_of(f"{where}.reparam", self.reparam, REPARAMS)
+        reps = list(self.representation)
+        if not reps:
+            raise SpecError(f"{where}.representation is empty; valid values: {', '.join(REPRESENTATIONS)}")
+        for rep in reps:
+            _one_of(f"{where}.representation", rep, REPRESENTATIONS)
+        if len(set(reps)) != len(reps):
+            raise SpecError(f"{where}.representation={reps} names a representation twice")
+        if self.r < 1:
+            raise SpecError(f"{where}.r={self.r} must be a positive bottleneck size / prefix length")
+        if not self.scale > 0:
+            raise SpecError(f"{where}.scale={self.scale} must be > 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise SpecError(f"{where}.dropout={self.dropout} must lie in [0, 1)")
+        if self.learn_scale and self.composition != "scale":
+            raise SpecError(f"{where}.learn_scale=true needs composition=scale, not {self.composition!r}")
+        parse_layers(self.layers, 10_000)  # syntax only; the range is checked against the model
+
+        if self.form == "prefix":
+            if reps != ["attn_heads"]:
+                raise SpecError(f"{where}: form=prefix modifies attention heads; representation must be [attn_heads], not {reps}")
+            if self.insertion != "parallel":
+                raise SpecError(f"{where}: form=prefix is a parallel insertion (it reads the attention input); insertion must be parallel")
+            _one_of(f"{where}.activation (form=prefix)", self.activation, PREFIX_ACTIVATIONS)
+            if self.composition == "gate" and self.activation != "softmax":
+                raise SpecError(f"{where}: composition=gate needs activation=softmax (the gate λ(x) comes from the joint softmax)")
+            if self.layer_norm:
+                raise SpecError(f"{where}: layer_norm applies to bottleneck/low_rank modules, not form=prefix")
+        else:
+            if "attn_heads" in reps:
+                raise SpecError(f"{where}: representation attn_heads needs form=prefix, not form={self.form!r}")
+            if self.composition == "gate":
+                raise SpecError(f"{where}: composition=gate needs form=prefix (valid compositions for {self.form}: add, scale)")
+            if self.reparam != "none":
+                raise SpecError(f"{where}: reparam={self.reparam!r} applies to form=prefix only")
+            if self.form == "low_rank":
+                if self.activation not in ("identity", "relu"):
+                    raise SpecError(f"{where}: form=low_rank has no activation; set activation=identity")
+            else:
+                _one_of(f"{where}.activation", self.activation, BOTTLENECK_ACTIVATIONS)
+
+    @property
+    def is_linear(self) -> bool:
+        """Δh is linear in x (LoRA-style), so the module can be merged into a weight it runs beside."""
+        return self.form == "low_rank" or (self.form == "bottleneck" and self.activation == "identity" and not self.bias)
+
+    @property
+    def identity_at_init(self) -> bool:
+        """Whether Δh = 0 at initialisation (zero-initialised up-projection / P_v), so outputs equal the base's."""
+        if self.form == "prefix":
+            return self.init == "lora" and self.composition != "gate"
+        return self.init == "lora"
+
+
+@dataclass
+class PromptSpec:
+    """Trainable vectors inserted into the input sequence.
+
+    ``soft``: l free embeddings (Lester et al.). ``lstm``: P-tuning v1, the embeddings come from an LSTM + MLP
+    encoder (discarded after training, like the prefix MLP). ``position``: ``start`` (right after the first
+    token, so a [CLS] classifier still reads [CLS]; at 0 for models without one) or ``infix`` (after the first
+    segment's separator). ``init``: ``uniform`` U(−0.5, 0.5), ``vocab`` (embeddings of sampled vocabulary
+    tokens), ``words`` (embeddings of ``init_words``, e.g. the label names, repeated to fill l).
+    """
+
+    kind: str = "soft"
+    length: int = 20
+    position: str = "start"
+    init: str = "vocab"
+    init_words: list[str] = field(default_factory=list)
+    encoder_hidden: int = 0  # lstm: hidden size of the encoder (0 = the model's hidden size)
+
+    def __post_init__(self) -> None:
+        self.validate("prompt")
+
+    def validate(self, where: str) -> None:
+        _one_of(f"{where}.kind", self.kind, PROMPT_KINDS)
+        _one_of(f"{where}.position", self.position, PROMPT_POSITIONS)
+        _one_of(f"{where}.init", self.init, PROMPT_INITS)
+        if self.length < 1:
+            raise SpecError(f"{where}.length={self.length} must be >= 1")
+        if self.init == "words" and not self.init_words:
+            raise SpecError(f"{where}.init=words needs {where}.init_words (e.g. the label names)")
+        if self.encoder_hidden < 0:
+            raise SpecError(f"{where}.encoder_hidden={self.encoder_hidden} must be >= 0")
+
+
+@dataclass
+class MethodSpec:
+    """A PEFT method: modules on named slots, an optional prompt, and what else of the base model trains."""
+
+    name: str = "custom"
+    modules: dict[str, ModuleSpec] = field(default_factory=dict)
+    prompt: PromptSpec | None = None
+    train_bias: bool = False
+    train_layer_norm: bool = False
+    train_head: bool = True
+    train_all: bool = False
+    lr: float = 1e-4
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        # Specs built by hand may hold plain dicts; make every part typed.
+        self.modules = {k: v if isinstance(v, ModuleSpec) else ModuleSpec(**v) for k, v in dict(self.modules).items()}
+        if isinstance(self.prompt, dict):
+            self.prompt = PromptSpec(**self.prompt)
+        for slot, module in self.modules.items():
+            module.validate(f"method.modules.{slot}")
+        if self.prompt is not None:
+            self.prompt.validate("method.prompt")
+        if not self.lr > 0:
+            raise SpecError(f"method.lr={self.lr} must be > 0")
+        if self.train_all and (self.modules or self.prompt):
+            raise SpecError("method.train_all=true is full fine-tuning; it takes no modules or prompt")
+        if not (self.modules or self.prompt or self.train_all or self.train_bias or self.train_head):
+            raise SpecError("method trains nothing: give modules, a prompt, or set train_bias/train_head/train_all")
+        self.check_slots()
+
+    def check_slots(self) -> None:
+        """Two modules may not claim one representation in the same layer."""
+        claims: dict[str, tuple[str, str]] = {}
+        for slot, module in self.modules.items():
+            for rep in module.representation:
+                if rep in claims:
+                    other, other_layers = claims[rep]
+                    overlap = set(parse_layers(other_layers, 1000)) & set(parse_layers(module.layers, 1000))
+                    if overlap:
+                        raise SpecError(
+                            f"method.modules.{slot} and method.modules.{other} both modify {rep!r} in layers "
+                            f"{sorted(overlap)[:5]}...; give them different representations or disjoint layers"
+                        )
+                claims[rep] = (slot, module.layers)
+
+    @property
+    def identity_at_init(self) -> bool:
+        """The adapted model computes exactly the base model's function at initialisation."""
+        return self.prompt is None and all(m.identity_at_init for m in self.modules.values())
+
+    def coordinates(self) -> dict[str, Any]:
+        """The design-space coordinates of this method, as plain data for run records."""
+        out: dict[str, Any] = {
+            slot: {k: v for k, v in asdict(m).items() if k in (
+                "form", "insertion", "representation", "composition", "r", "scale", "learn_scale",
+                "activation", "layers", "reparam")}
+            for slot, m in self.modules.items()
+        }
+        out["prompt"] = asdict(self.prompt) if self.prompt else None
+        out["train_bias"] = self.train_bias
+        out["train_all"] = self.train_all
+        return out
