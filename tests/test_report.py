@@ -1,0 +1,254 @@
+"""peftbench.report: records → per-run table, Table 2 markdown, Figure 1 PNG, CLI, and the results notebook."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from peftbench.report import Problem, load_records, main, markdown_table, plot_budget_vs_score, summarize
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "notebooks" / "results.ipynb"
+
+DESIGNS = {
+    "lora": {
+        "attn": {
+            "form": "low_rank", "insertion": "parallel", "representation": ["attn_q", "attn_v"],
+            "composition": "scale", "r": 8, "scale": 2.0,
+        },
+        "prompt": None, "train_bias": False, "train_all": False,
+    },
+    "adapter": {
+        "ffn": {
+            "form": "bottleneck", "insertion": "sequential", "representation": ["ffn_out"],
+            "composition": "add", "r": 16, "scale": 1.0,
+        },
+        "prompt": None, "train_bias": False, "train_all": False,
+    },
+}  # fmt: skip
+SHARES = {"lora": 0.0024, "adapter": 0.0047}
+
+
+def make_record(
+    method: str,
+    seed: int,
+    score: float | None,
+    *,
+    task: str = "sst2",
+    status: str = "completed",
+    run_key: str | None = None,
+    finished_at: str = "2026-11-23T12:00:00",
+) -> dict:
+    """A synthetic record following the fixed schema."""
+    metrics = {} if status == "failed" else {"accuracy": score, "f1": score - 0.01}
+    return {
+        "status": status,
+        "error": "RuntimeError: CUDA out of memory" if status == "failed" else None,
+        "method": method, "task": task, "model": "minilm", "seed": seed,
+        "run_key": run_key or f"{method}-{task}-{seed}",
+        "sweep": "table2",
+        "design": DESIGNS[method],
+        "params": {"trainable": 1000 + 10 * len(method), "stored": 900, "paper": 800, "base": 22_000_000,
+                   "paper_share": SHARES[method]},
+        "metric": "accuracy", "metrics": metrics,
+        "score": None if status == "failed" else score,
+        "history": [{"epoch": 1, "train_loss": 0.5, "select": {"accuracy": 0.9}, "lr": 1e-4}],
+        "time_s": 12.3, "peak_mem_mb": 900.0, "throughput": {"train_examples_per_s": 40.0},
+        "versions": {"torch": "x", "transformers": "y", "peftbench": "0.1.0"}, "git_commit": None,
+        "config": {"seed": seed}, "finished_at": finished_at,
+    }  # fmt: skip
+
+
+def write(path: Path, record: dict | str) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    text = record if isinstance(record, str) else json.dumps(record)
+    (path / "result.json").write_text(text)
+    return path / "result.json"
+
+
+SCORES = {("lora", 0): 0.912, ("lora", 1): 0.905, ("adapter", 0): 0.921, ("adapter", 1): 0.934}
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    """2 methods × 2 seeds on sst2, one failed run, one corrupt file, one duplicate (a resumed sweep)."""
+    root = tmp_path / "multirun"
+    sweep = root / "2026-11-23" / "12-00-00"
+    for job, ((method, seed), score) in enumerate(SCORES.items()):
+        write(sweep / str(job), make_record(method, seed, score))
+    write(sweep / "4", make_record("lora", 2, None, status="failed"))
+    write(sweep / "5", '{"status": "completed", "method": "lora", "tas')
+    # The resumed sweep re-ran lora seed 0 earlier in the day with another score: the later record wins.
+    write(
+        root / "2026-11-23" / "09-00-00" / "0", make_record("lora", 0, 0.5, finished_at="2026-11-23T09:30:00")
+    )
+    return root
+
+
+def test_load_records_rows_duplicates_and_problems(results: Path) -> None:
+    df, problems = load_records([results])
+    assert len(df) == 5
+    assert (df["status"] == "completed").sum() == 4 and (df["status"] == "failed").sum() == 1
+    assert df.attrs["duplicates_dropped"] == 1 and df["n_dropped"].sum() == 1
+    lora0 = df[(df["method"] == "lora") & (df["seed"] == 0)]
+    assert len(lora0) == 1 and lora0["score"].item() == pytest.approx(0.912)
+    assert {"metric.accuracy", "metric.f1", "params.paper_share", "train_examples_per_s", "path"} <= set(df)
+    assert len(problems) == 1 and isinstance(problems[0], Problem)
+    assert problems[0].path.endswith("5/result.json") and "invalid JSON" in problems[0].reason
+
+
+def test_same_dir_twice_missing_dir_and_missing_keys(results: Path, tmp_path: Path) -> None:
+    bad = dict(make_record("lora", 3, 0.9))
+    del bad["run_key"]
+    write(tmp_path / "other", bad)
+    df, problems = load_records([results, str(results), tmp_path / "other", tmp_path / "nowhere"])
+    assert len(df) == 5 and df.attrs["duplicates_dropped"] == 1 + 6
+    reasons = {
+        Path(p.path).name if p.path.endswith("nowhere") else Path(p.path).parent.name: p.reason
+        for p in problems
+    }
+    assert reasons["nowhere"] == "directory does not exist"
+    assert "run_key" in reasons["other"]
+    assert len(problems) == 3 and sum("invalid JSON" in p.reason for p in problems) == 1  # reported once
+
+
+def test_completed_record_preferred_over_later_failure(tmp_path: Path) -> None:
+    write(tmp_path / "a", make_record("lora", 0, 0.9, finished_at="2026-11-23T10:00:00"))
+    write(
+        tmp_path / "b",
+        make_record(
+            "lora", 0, None, status="failed", run_key="lora-sst2-0", finished_at="2026-11-23T11:00:00"
+        ),
+    )
+    df, _ = load_records([tmp_path])
+    assert len(df) == 1 and df["status"].item() == "completed" and df["n_dropped"].item() == 1
+
+
+def test_summary_matches_hand_computed_statistics(results: Path) -> None:
+    df, _ = load_records([results])
+    summary = summarize(df).set_index("method")
+    for method in ("lora", "adapter"):
+        scores = [100 * SCORES[(method, s)] for s in (0, 1)]
+        cell = summary.loc[method]
+        assert cell["n"] == 2 and cell["task"] == "sst2" and cell["model"] == "minilm"
+        assert cell["median"] == pytest.approx(statistics.median(scores))
+        assert cell["std"] == pytest.approx(statistics.stdev(scores))
+        assert cell["share_pct"] == pytest.approx(100 * SHARES[method])
+        assert cell["params_trainable"] == 1000 + 10 * len(method)
+    assert summary.loc["lora", "n_failed"] == 1 and summary.loc["adapter", "n_failed"] == 0
+    assert summary.loc["lora", "label"] == "lora (0.24%)"
+
+
+def test_summary_median_is_not_the_mean_and_single_seed_has_no_std(tmp_path: Path) -> None:
+    scores = [0.90, 0.91, 0.95]
+    for seed, score in enumerate(scores):
+        write(tmp_path / str(seed), make_record("lora", seed, score))
+    write(tmp_path / "single", make_record("adapter", 0, 0.93))
+    summary = summarize(load_records([tmp_path])[0]).set_index("method")
+    assert summary.loc["lora", "median"] == pytest.approx(91.0)
+    assert summary.loc["lora", "std"] == pytest.approx(float(np.std([90, 91, 95], ddof=1)))
+    assert summary.loc["adapter", "n"] == 1 and math.isnan(summary.loc["adapter", "std"])
+    table = markdown_table(summarize(load_records([tmp_path])[0]))
+    assert "| adapter (0.47%) | 93.0 |" in table
+
+
+def test_markdown_table_cells(results: Path) -> None:
+    for method, seed in (("adapter", 0), ("adapter", 1)):
+        write(results / "mnli" / str(seed), make_record(method, seed, 0.8 + seed / 100, task="mnli"))
+    table = markdown_table(summarize(load_records([results])[0]))
+    lines = table.splitlines()
+    assert lines[0] == "| method (share) | mnli | sst2 |"
+    lora = statistics.median([91.2, 90.5]), statistics.stdev([91.2, 90.5])
+    adapter = statistics.median([92.1, 93.4]), statistics.stdev([92.1, 93.4])
+    assert f"| lora (0.24%) | — | {lora[0]:.1f} ± {lora[1]:.1f} |" in lines
+    assert f"| adapter (0.47%) | 80.5 ± 0.7 | {adapter[0]:.1f} ± {adapter[1]:.1f} |" in lines
+    assert lines.index(f"| lora (0.24%) | — | {lora[0]:.1f} ± {lora[1]:.1f} |") < lines.index(
+        f"| adapter (0.47%) | 80.5 ± 0.7 | {adapter[0]:.1f} ± {adapter[1]:.1f} |"
+    )
+
+
+def assert_nontrivial_png(path: Path) -> None:
+    import matplotlib.image
+
+    assert path.exists() and path.stat().st_size > 5_000
+    image = matplotlib.image.imread(path)
+    assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 10
+
+
+def test_plot_budget_vs_score(results: Path, tmp_path: Path) -> None:
+    df, _ = load_records([results])
+    fig = plot_budget_vs_score(df, tmp_path / "plot.png")
+    assert_nontrivial_png(tmp_path / "plot.png")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert {t.get_text() for t in ax.get_legend().get_texts()} == {"lora", "adapter"}
+
+
+def test_cli_writes_outputs_despite_corrupt_records(
+    results: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report"
+    assert main([str(results), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| lora (0.24%) |" in printed and str(out / "summary.md") in printed
+    csv = (out / "summary.csv").read_text().splitlines()
+    assert len(csv) == 1 + 5 and "status" in csv[0]
+    md = (out / "summary.md").read_text()
+    assert "4 completed, 1 failed, 1 duplicates dropped, 1 problems" in md
+    assert "5/result.json" in md and "invalid JSON" in md
+    assert_nontrivial_png(out / "budget_vs_score.png")
+
+    assert main([str(results), "--task", "sst2"]) == 0  # default OUTDIR is the first DIR
+    assert (results / "summary.md").exists()
+
+
+def test_cli_exit_code_2_without_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no usable result.json records") and "\n" not in err
+    assert main([str(tmp_path / "missing")]) == 2
+    assert not (tmp_path / "empty" / "summary.md").exists()
+
+
+def test_results_notebook_executes(results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    kernelspec = pytest.importorskip("jupyter_client.kernelspec")
+    # Without registration, jupyter_client offers ipykernel's own `python3` spec for this interpreter.
+    if "python3" not in kernelspec.find_kernel_specs():
+        pytest.skip("no python3 Jupyter kernel: install ipykernel in this environment")
+
+    monkeypatch.setenv("PEFTBENCH_RESULTS", str(results))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert all(
+        not c.get("outputs") and not c.get("execution_count") for c in nb.cells if c.cell_type == "code"
+    )
+    client = nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    )
+    client.execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    data = [o.get("data", {}) for o in outputs]
+    assert any("lora (0.24%)" in d.get("text/markdown", "") for d in data)
+    assert any("image/png" in d for d in data)
+
+
+def test_budgets_of_one_method_are_separate_rows(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        write(tmp_path / f"r8-{seed}", make_record("lora", seed, 0.90 + seed / 100))
+        big = make_record("lora", seed, 0.92, run_key=f"r16-{seed}")
+        big["design"] = {**big["design"], "attn": {**big["design"]["attn"], "r": 16}}
+        big["params"]["paper_share"] = 0.0047
+        write(tmp_path / f"r16-{seed}", big)
+    summary = summarize(load_records([tmp_path])[0])
+    assert list(summary["label"]) == ["lora (0.24%)", "lora (0.47%)"] and list(summary["n"]) == [2, 2]
+    assert "| lora (0.47%) | 92.0 ± 0.0 |" in markdown_table(summary)
