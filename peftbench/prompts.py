@@ -78,12 +78,12 @@ class PromptInserter(nn.Module):
         """seq (b, n, ...) with prompt (b, l, ...) inserted before index ``where`` of each row."""
         if isinstance(where, int):
             return torch.cat([seq[:, :where], prompt, seq[:, where:]], dim=1)
-        b, n, l = seq.shape[0], seq.shape[1], prompt.shape[1]
-        j = torch.arange(n + l, device=seq.device).unsqueeze(0)
+        b, n, length = seq.shape[0], seq.shape[1], prompt.shape[1]
+        j = torch.arange(n + length, device=seq.device).unsqueeze(0)
         p = where.unsqueeze(1)
-        index = torch.where(j < p, j, torch.where(j < p + l, n + j - p, j - l))
+        index = torch.where(j < p, j, torch.where(j < p + length, n + j - p, j - length))
         joined = torch.cat([seq, prompt], dim=1)
-        index = index.view(b, n + l, *([1] * (seq.dim() - 2))).expand(b, n + l, *seq.shape[2:])
+        index = index.view(b, n + length, *([1] * (seq.dim() - 2))).expand(b, n + length, *seq.shape[2:])
         return joined.gather(1, index)
 
     def hook(self, _module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:

@@ -12,7 +12,6 @@ at once with a one-line :class:`SpecError` naming the field and the valid values
 from __future__ import annotations
 
 import re
-
 from dataclasses import asdict, dataclass, field
 from typing import Any
 

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("WANDB_MODE", "disabled")

@@ -100,7 +100,7 @@ def test_scaled_pa_in_a_model_scales_the_change():
                 m.reset_parameters("bert")
         seen = []
         layer = model.bert.encoder.layer[0].output.dense
-        handle = layer.register_forward_hook(lambda _m, _a, out: seen.append(out))
+        handle = layer.register_forward_hook(lambda _m, _a, out, seen=seen: seen.append(out))
         with torch.no_grad():
             model(**tiny_batch())
         handle.remove()
