@@ -16,7 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from peftbench.models import ModelSpec
-from peftbench.space import MethodSpec
+from peftbench.space import MethodSpec, SpecError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -104,15 +104,31 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
 
 def to_specs(cfg: DictConfig) -> RunConfig:
     """Build the typed, validated specs from a composed config (raises SpecError on impossible combinations)."""
+    for slot, module in cfg.method.modules.items():  # validate each module under its full name first
+        try:
+            OmegaConf.to_object(module)
+        except SpecError as err:
+            raise SpecError(str(err).replace("module", f"method.modules.{slot}", 1)) from None
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
 def one_line_error(err: BaseException) -> str:
-    """Hydra and OmegaConf errors span lines (full key, reference type...); keep the informative first line."""
-    text = str(err).strip().splitlines()
-    first = text[0] if text else type(err).__name__
-    extra = next((line.strip() for line in text[1:] if line.strip().startswith(("full_key", "Available"))), "")
-    return f"{first} ({extra})" if extra else first
+    """One line from Hydra/OmegaConf errors, which span lines and chain causes (the key, the valid options)."""
+    parts: list[str] = []
+    seen: BaseException | None = err
+    while seen is not None and len(parts) < 3:
+        text = str(seen)
+        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+        first = lines[0] if lines else type(seen).__name__
+        if "Available options" in text:
+            block = text.split("Available options", 1)[1].split("Config search path", 1)[0]
+            options = [o.strip() for o in block.splitlines()[1:] if o.strip() and not o.strip().startswith("base_")]
+            first = f"{first}; valid: {', '.join(options)}"
+        first = first.removeprefix("In 'config': ").rstrip(".")
+        if not any(first in p for p in parts) and "$VALUE" not in first:
+            parts.append(first)
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    return "; ".join(parts)
 
 
 def fail(message: str, code: int = 2) -> None:

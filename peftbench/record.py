@@ -1,0 +1,110 @@
+"""One self-describing record per run (``result.json``): what was run, what it scored, and on what.
+
+Records are the truth the report, the notebooks and W&B read from. A run that fails writes a record with
+``status: failed`` and the error, never one that looks finished. ``run_key`` hashes the resolved config without
+the keys that do not change the result (paths, logging, resume), so a rerun of a sweep can skip what is done.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from peftbench.data import absolute_path
+
+#: Keys that do not change what a run computes (and so are not part of its key).
+NOT_IN_KEY = ("logger", "results_root", "resume", "sweep", "data.glue_dir", "data.cache_dir", "train.progress",
+              "train.log_every", "train.threads")
+PACKAGES = ("peftbench", "torch", "transformers", "datasets", "evaluate", "accelerate", "hydra-core", "numpy")
+
+
+def run_key(config: dict[str, Any]) -> str:
+    plain = json.loads(json.dumps(config, default=str))
+    for dotted in NOT_IN_KEY:
+        *parents, last = dotted.split(".")
+        node = plain
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (out.stdout.strip() + ("-dirty" if dirty else "")) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def base_record(config: dict[str, Any], design: dict[str, Any] | None) -> dict[str, Any]:
+    """The fields every record has, whatever happens to the run."""
+    return {
+        "status": "running",
+        "error": None,
+        "method": config["method"]["name"],
+        "task": config["task"]["name"],
+        "model": config["model"]["name"],
+        "seed": config["seed"],
+        "run_key": run_key(config),
+        "sweep": config.get("sweep"),
+        "design": design,
+        "params": None,
+        "metric": None,
+        "metrics": {},
+        "score": None,
+        "history": [],
+        "time_s": None,
+        "peak_mem_mb": None,
+        "throughput": {},
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "config": config,
+        "started_at": dt.datetime.now().isoformat(timespec="seconds"),
+        "finished_at": None,
+    }
+
+
+def write_record(record: dict[str, Any], run_dir: str | Path) -> Path:
+    record["finished_at"] = dt.datetime.now().isoformat(timespec="seconds")
+    path = Path(run_dir) / "result.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    tmp.replace(path)  # a reader never sees half a record
+    return path
+
+
+def find_completed(results_root: str | Path, key: str) -> Path | None:
+    """A completed record with this run key under ``results_root`` (resume skips its run)."""
+    root = absolute_path(results_root)
+    if not root.is_dir():
+        return None
+    for path in root.rglob("result.json"):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("run_key") == key and record.get("status") == "completed":
+            return path
+    return None
