@@ -1,0 +1,452 @@
+"""The GLUE data layer: one table of task facts, a strict TSV loader, cached tokenisation, held-out splits.
+
+Both sources give the same schema, the hub's (`nyu-mll/glue`): the task's text fields, `label`
+(a `ClassLabel` in the hub's id order, or a float32 score for STS-B) and `idx` (the row's position).
+
+- `source="local"` reads the standard GLUE download layout (`SST-2/train.tsv`, `MNLI/dev_matched.tsv`, ...)
+  with quoting disabled, checking every row's column count and label; a bad row raises `DataError`
+  naming the file and line.
+- `source="hub"` calls `datasets.load_dataset("nyu-mll/glue", task)` (needs network or a warm HF cache).
+
+Model selection uses `split_for_selection` (a part of train held out); the dev set is only reported.
+Nothing here imports torch or transformers at module level.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import numbers
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, NamedSplit, Value
+from datasets.table import InMemoryTable
+
+if TYPE_CHECKING:
+    from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+HUB_DATASET = "nyu-mll/glue"
+SOURCES = ("local", "hub")
+GLUE_DIR_ENV = "PEFTBENCH_GLUE_DIR"
+DEFAULT_CACHE_DIR = Path("~/.cache/peftbench/tokenized")
+_PARSER_VERSION = 1  # bump when the parsing changes what a file yields (it is part of every fingerprint)
+_CACHE_VERSION = 1  # bump when tokenisation changes what it stores
+
+
+class DataError(ValueError):
+    """A data problem, in one line that names what was wrong and what would be valid."""
+
+
+@dataclass(frozen=True)
+class TsvLayout:
+    """Where a GLUE TSV keeps its text and label.
+
+    Columns are header names, or 0-based positions for a headerless file (CoLA). `label_format`:
+    "index" (the file holds the hub's label id, "0"/"1"), "name" (the file holds the label name),
+    or "float" (a regression score).
+    """
+
+    text_columns: tuple[str | int, ...]
+    label_column: str | int
+    label_format: str = "index"
+    header: bool = True
+    num_columns: int | None = None  # required for a headerless file
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """Facts about one GLUE task, in the hub's (`nyu-mll/glue`) vocabulary.
+
+    `main_metric` follows the LoRA paper's GLUE table (the numbers our reference reproduces):
+    Matthews correlation for CoLA, Pearson for STS-B, accuracy for every other task, MRPC and QQP
+    included (their F1 is computed and recorded too); for MNLI the main split is `validation_matched`.
+    """
+
+    name: str
+    text_fields: tuple[str, ...]
+    label_names: tuple[str, ...]  # empty for a regression task
+    local_dir: str
+    layout: TsvLayout
+    metric_keys: tuple[str, ...] = ("accuracy",)
+    main_metric: str = "accuracy"
+    eval_splits: tuple[str, ...] = ("validation",)
+
+    @property
+    def is_regression(self) -> bool:
+        return not self.label_names
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.is_regression else len(self.label_names)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("train", *self.eval_splits)
+
+    def local_file(self, split: str) -> str:
+        """The file a split lives in: train.tsv, dev.tsv, dev_matched.tsv, dev_mismatched.tsv."""
+        return "train.tsv" if split == "train" else "dev" + split.removeprefix("validation") + ".tsv"
+
+    def features(self) -> Features:
+        label = Value("float32") if self.is_regression else ClassLabel(names=list(self.label_names))
+        return Features(
+            {**{f: Value("string") for f in self.text_fields}, "label": label, "idx": Value("int32")}
+        )
+
+
+GLUE_TASKS: dict[str, TaskInfo] = {
+    "cola": TaskInfo(
+        "cola", text_fields=("sentence",), label_names=("unacceptable", "acceptable"), local_dir="CoLA",
+        layout=TsvLayout((3,), 1, header=False, num_columns=4),  # no header: source, label, star, sentence
+        metric_keys=("matthews_correlation",), main_metric="matthews_correlation",
+    ),
+    "sst2": TaskInfo(
+        "sst2", text_fields=("sentence",), label_names=("negative", "positive"), local_dir="SST-2",
+        layout=TsvLayout(("sentence",), "label"),
+    ),
+    "mrpc": TaskInfo(
+        "mrpc", text_fields=("sentence1", "sentence2"), label_names=("not_equivalent", "equivalent"),
+        local_dir="MRPC", layout=TsvLayout(("#1 String", "#2 String"), "Quality"),
+        metric_keys=("accuracy", "f1"),
+    ),
+    "qqp": TaskInfo(
+        "qqp", text_fields=("question1", "question2"), label_names=("not_duplicate", "duplicate"),
+        local_dir="QQP", layout=TsvLayout(("question1", "question2"), "is_duplicate"),
+        metric_keys=("accuracy", "f1"),
+    ),
+    "stsb": TaskInfo(
+        "stsb", text_fields=("sentence1", "sentence2"), label_names=(), local_dir="STS-B",
+        layout=TsvLayout(("sentence1", "sentence2"), "score", label_format="float"),
+        metric_keys=("pearson", "spearmanr"), main_metric="pearson",
+    ),
+    "mnli": TaskInfo(
+        "mnli", text_fields=("premise", "hypothesis"), label_names=("entailment", "neutral", "contradiction"),
+        local_dir="MNLI", layout=TsvLayout(("sentence1", "sentence2"), "gold_label", label_format="name"),
+        eval_splits=("validation_matched", "validation_mismatched"),
+    ),
+    "qnli": TaskInfo(
+        "qnli", text_fields=("question", "sentence"), label_names=("entailment", "not_entailment"),
+        local_dir="QNLI", layout=TsvLayout(("question", "sentence"), "label", label_format="name"),
+    ),
+    "rte": TaskInfo(
+        "rte", text_fields=("sentence1", "sentence2"), label_names=("entailment", "not_entailment"),
+        local_dir="RTE", layout=TsvLayout(("sentence1", "sentence2"), "label", label_format="name"),
+    ),
+    "wnli": TaskInfo(
+        "wnli", text_fields=("sentence1", "sentence2"), label_names=("not_entailment", "entailment"),
+        local_dir="WNLI", layout=TsvLayout(("sentence1", "sentence2"), "label"),
+    ),
+}  # fmt: skip
+
+
+def get_task(task: str) -> TaskInfo:
+    """The `TaskInfo` of a GLUE task name (case-insensitive), or a `DataError` listing the valid names."""
+    info = GLUE_TASKS.get(str(task).lower())
+    if info is None:
+        raise DataError(f"unknown GLUE task {task!r}; valid tasks: {', '.join(GLUE_TASKS)}")
+    return info
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def load_glue(
+    task: str,
+    source: str = "local",
+    glue_dir: str | os.PathLike | None = None,
+    splits: Sequence[str] | None = None,
+) -> DatasetDict:
+    """Load a GLUE task as a `DatasetDict` of `splits` (None = train and the task's evaluation splits).
+
+    `glue_dir` (local source only) defaults to the environment variable PEFTBENCH_GLUE_DIR; a relative
+    path is taken against the directory the program was launched from (Hydra's original cwd).
+    """
+    info = get_task(task)
+    wanted = info.splits if splits is None else tuple(splits)
+    unknown = [s for s in wanted if s not in info.splits]
+    if unknown or not wanted:
+        raise DataError(
+            f"{info.name}: unknown split(s) {unknown or '(none given)'}; valid: {', '.join(info.splits)}"
+        )
+    if source == "local":
+        return _load_local(info, resolve_glue_dir(glue_dir), wanted)
+    if source == "hub":
+        return _load_hub(info, wanted)
+    raise DataError(f"unknown data source {source!r}; valid sources: {', '.join(SOURCES)}")
+
+
+def resolve_glue_dir(glue_dir: str | os.PathLike | None) -> Path:
+    """`glue_dir`, else $PEFTBENCH_GLUE_DIR, made absolute against the original working directory."""
+    if glue_dir is None or str(glue_dir) == "":
+        glue_dir = os.environ.get(GLUE_DIR_ENV)
+    if not glue_dir:
+        raise DataError(
+            f"no GLUE directory given: set data.glue_dir or the environment variable {GLUE_DIR_ENV} "
+            "to the folder holding SST-2/, MRPC/, ... (or use data.source=hub)"
+        )
+    return absolute_path(glue_dir)
+
+
+def absolute_path(path: str | os.PathLike) -> Path:
+    """A user path made absolute against the launch directory, also inside a Hydra run that chdir'ed."""
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return path
+    try:
+        from hydra.utils import to_absolute_path  # falls back to os.getcwd() outside a Hydra app
+
+        return Path(to_absolute_path(str(path)))
+    except ImportError:
+        return path.resolve()
+
+
+def _load_hub(info: TaskInfo, splits: tuple[str, ...]) -> DatasetDict:
+    import datasets
+
+    dsd = datasets.load_dataset(HUB_DATASET, info.name)
+    missing = [s for s in splits if s not in dsd]
+    if missing:
+        raise DataError(f"{HUB_DATASET}/{info.name} has no split(s) {missing}; it has: {', '.join(dsd)}")
+    return DatasetDict({s: dsd[s] for s in splits})
+
+
+def _load_local(info: TaskInfo, glue_dir: Path, splits: tuple[str, ...]) -> DatasetDict:
+    if not glue_dir.is_dir():
+        raise DataError(f"GLUE directory {glue_dir} does not exist (set data.glue_dir or {GLUE_DIR_ENV})")
+    folder = glue_dir / info.local_dir
+    if not folder.is_dir():
+        found = sorted(p.name for p in glue_dir.iterdir() if p.is_dir())
+        raise DataError(f"{info.name}: no folder {folder}; {glue_dir} has: {', '.join(found) or 'nothing'}")
+    out = {}
+    for split in splits:
+        path = folder / info.local_file(split)
+        if not path.is_file():
+            found = sorted(p.name for p in folder.iterdir())
+            raise DataError(
+                f"{info.name}: split {split!r} needs {path}, which does not exist; {folder} has: "
+                f"{', '.join(found) or 'nothing'} (ask for splits={list(info.eval_splits)}, or use the hub)"
+            )
+        out[split] = read_glue_tsv(path, info, split)
+    return DatasetDict(out)
+
+
+def read_glue_tsv(path: str | os.PathLike, task: str | TaskInfo, split: str = "train") -> Dataset:
+    """Parse one GLUE TSV strictly (no quoting, UTF-8 with or without BOM, exact column counts).
+
+    The dataset's fingerprint is a hash of the file's bytes, so the tokenisation cache is keyed by content.
+    """
+    info = task if isinstance(task, TaskInfo) else get_task(task)
+    path = Path(path)
+    raw = path.read_bytes()
+    # Split on "\n" only: str.splitlines() would also split on \x1c, \x85, \u2028 ... inside a sentence.
+    lines = raw.decode("utf-8-sig").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    lines = [line.removesuffix("\r") for line in lines]
+    layout = info.layout
+    first = 1
+    if layout.header:
+        if not lines:
+            raise DataError(f"{path}: empty file, expected a header line")
+        header = lines[0].split("\t")
+        width = len(header)
+        wanted = [*layout.text_columns, layout.label_column]
+        missing = [c for c in wanted if c not in header]
+        if missing:
+            raise DataError(f"{path}:1: header lacks column(s) {missing}; it has {header}, expected {wanted}")
+        text_at = [header.index(c) for c in layout.text_columns]
+        label_at = header.index(layout.label_column)
+        lines, first = lines[1:], 2
+    else:
+        width = layout.num_columns
+        text_at, label_at = list(layout.text_columns), layout.label_column
+
+    columns: dict[str, list[Any]] = {f: [] for f in info.text_fields}
+    labels: list[int | float] = []
+    for lineno, line in enumerate(lines, start=first):
+        fields = line.split("\t")
+        if len(fields) != width:
+            raise DataError(
+                f"{path}:{lineno}: expected {width} tab-separated columns, found {len(fields)} "
+                f"(text in column(s) {list(layout.text_columns)}, label in {layout.label_column!r})"
+            )
+        for name, at in zip(info.text_fields, text_at, strict=True):
+            columns[name].append(fields[at])
+        labels.append(_parse_label(fields[label_at].strip(), info, path, lineno))
+    columns["label"] = labels
+    columns["idx"] = list(range(len(labels)))
+
+    features = info.features()
+    digest = hashlib.sha256(f"{_PARSER_VERSION}|{info.name}|{split}|".encode() + raw).hexdigest()[:16]
+    table = InMemoryTable.from_pydict(columns, schema=features.arrow_schema)
+    return Dataset(table, info=DatasetInfo(features=features), split=NamedSplit(split), fingerprint=digest)
+
+
+def _parse_label(value: str, info: TaskInfo, path: Path, lineno: int) -> int | float:
+    fmt = info.layout.label_format
+    if fmt == "float":
+        try:
+            score = float(value)
+        except ValueError:
+            score = math.nan
+        if not math.isfinite(score):
+            raise DataError(f"{path}:{lineno}: score {value!r} is not a finite number")
+        return score
+    if fmt == "name":
+        if value in info.label_names:
+            return info.label_names.index(value)
+        raise DataError(f"{path}:{lineno}: label {value!r} is not one of {list(info.label_names)}")
+    valid = [str(i) for i in range(info.num_labels)]
+    if value in valid:
+        return int(value)
+    names = ", ".join(f"{i}={n}" for i, n in enumerate(info.label_names))
+    raise DataError(f"{path}:{lineno}: label {value!r} is not one of {valid} ({names})")
+
+
+# ------------------------------------------------------------------------------------------ tokenisation
+
+
+def tokenized_cache_path(
+    dsd: DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    task: str,
+    max_length: int = 128,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Where `tokenize_glue` stores (or finds) this tokenisation.
+
+    The key hashes the task, each split's fingerprint and size (for local data: the file's content hash,
+    updated by every seeded select/split), the tokenizer's class, name_or_path, vocabulary size and
+    truncation side, and `max_length`.
+    """
+    info = get_task(task)
+    key = {
+        "version": _CACHE_VERSION,
+        "task": info.name,
+        "max_length": int(max_length),
+        # datasets has no public accessor for the fingerprint; `_fingerprint` is what its own caching uses.
+        "splits": {name: [ds._fingerprint, ds.num_rows] for name, ds in sorted(dsd.items())},
+        "tokenizer": [
+            f"{type(tokenizer).__module__}.{type(tokenizer).__qualname__}",
+            str(tokenizer.name_or_path),
+            len(tokenizer),
+            getattr(tokenizer, "truncation_side", "right"),
+        ],
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    root = absolute_path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR.expanduser()
+    return root / f"{info.name}-{digest}"
+
+
+def tokenize_glue(
+    dsd: DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    task: str,
+    max_length: int = 128,
+    cache_dir: str | os.PathLike | None = None,
+) -> DatasetDict:
+    """Tokenise every split (one sentence or a pair, truncated to `max_length`, not padded), cached on disk.
+
+    Returns `input_ids`, `attention_mask`, `token_type_ids` (when the tokenizer makes them) and `labels`;
+    the text columns and `idx` are dropped (rows keep their order, so `dsd[split]["idx"]` still applies).
+    A second call with the same data, tokenizer and `max_length` loads from `tokenized_cache_path(...)`
+    without tokenising (it logs "cache hit"). Pad per batch with `make_collator`.
+    """
+    info = get_task(task)
+    for name, ds in dsd.items():
+        missing = [c for c in (*info.text_fields, "label") if c not in ds.column_names]
+        if missing:
+            raise DataError(f"{info.name}/{name}: missing column(s) {missing}; it has {ds.column_names}")
+    path = tokenized_cache_path(dsd, tokenizer, info.name, max_length, cache_dir)
+    if (path / "dataset_dict.json").is_file():
+        logger.info("tokenised %s: cache hit %s", info.name, path)
+        return DatasetDict.load_from_disk(str(path))
+
+    logger.info("tokenising %s (max_length=%d) into %s", info.name, max_length, path)
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        texts = [batch[field] for field in info.text_fields]
+        return tokenizer(*texts, truncation=True, max_length=max_length)
+
+    out = DatasetDict()
+    for name, ds in dsd.items():
+        drop = [c for c in ds.column_names if c != "label"]
+        # An explicit fingerprint spares datasets from pickling the tokenizer to hash `encode`.
+        tokenised = ds.map(
+            encode, batched=True, remove_columns=drop, new_fingerprint=f"{path.name}-{name}",
+            desc=f"tokenise {info.name}/{name}",
+        )  # fmt: skip
+        out[name] = tokenised.rename_column("label", "labels")
+
+    # Write to a private folder, then rename: concurrent runs of a sweep never see a half-written cache.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    out.save_to_disk(str(tmp))
+    try:
+        os.replace(tmp, path)
+    except OSError:  # another process stored the same key first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return DatasetDict.load_from_disk(str(path))
+
+
+def make_collator(
+    tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None = None
+) -> DataCollatorWithPadding:
+    """transformers' `DataCollatorWithPadding`: pads each batch to its longest example."""
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+
+
+# ---------------------------------------------------------------------------------- selection, subsets
+
+
+def split_for_selection(train: Dataset, held_out: int | float, seed: int) -> tuple[Dataset, Dataset]:
+    """Hold out part of train for model selection (we never select on the dev set we report).
+
+    `held_out`: an int is a number of examples, a float in (0, 1) a fraction of train. Returns
+    (train without the held-out rows, the held-out rows), both in the original order; the same seed
+    gives the same split.
+    """
+    n = len(train)
+    if isinstance(held_out, bool) or not isinstance(held_out, numbers.Real):
+        raise DataError(
+            f"held_out must be an int (examples) or a float in (0, 1) (fraction), got {held_out!r}"
+        )
+    if isinstance(held_out, numbers.Integral):
+        k = int(held_out)
+    elif 0 < held_out < 1:
+        k = round(float(held_out) * n)
+    else:
+        raise DataError(f"held_out={held_out!r}: a float is a fraction in (0, 1); give an int for a count")
+    if not 0 < k < n:
+        raise DataError(
+            f"held_out={held_out!r} gives {k} of {n} train examples; it must leave both parts non-empty"
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    return train.select(np.sort(order[k:])), train.select(np.sort(order[:k]))
+
+
+def subsample(ds: Dataset, n: int | None, seed: int) -> Dataset:
+    """A deterministic random subset of `n` rows in their original order (`data.max_train_samples`).
+
+    None, or an `n` at least the dataset's size, returns `ds` unchanged.
+    """
+    if n is None:
+        return ds
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
+        raise DataError(f"a sample size must be a positive int or null, got {n!r}")
+    if n >= len(ds):
+        return ds
+    return ds.select(np.sort(np.random.default_rng(seed).permutation(len(ds))[: int(n)]))
