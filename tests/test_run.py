@@ -23,8 +23,12 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tokenized")
 
 
-def run_cli(tmp_path: Path, glue_dir: Path, cache_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PEFTBENCH_GLUE_DIR": str(glue_dir), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+def run_cli(tmp_path: Path, glue_dir: Path, cache_dir: Path, *args: str,
+            wandb_mode: str | None = "disabled") -> subprocess.CompletedProcess:
+    env = {**os.environ, "PEFTBENCH_GLUE_DIR": str(glue_dir), "HF_HUB_OFFLINE": "1"}
+    env.pop("WANDB_MODE", None)
+    if wandb_mode is not None:
+        env["WANDB_MODE"] = wandb_mode
     cmd = [sys.executable, "-m", "peftbench", *args, f"results_root={tmp_path / 'multirun'}",
            f"data.cache_dir={cache_dir}"]
     if "-m" not in args:
