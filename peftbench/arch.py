@@ -78,6 +78,17 @@ ARCHITECTURES: dict[str, ArchMap] = {
     "roberta": ArchMap(**_BERT_LIKE, head=("classifier",)),
     "xlm-roberta": ArchMap(**_BERT_LIKE, head=("classifier",)),
     "electra": ArchMap(**_BERT_LIKE, head=("classifier",)),
+    "distilbert": ArchMap(
+        layers="transformer.layer",
+        attention="attention",
+        attn_q="attention.q_lin",
+        attn_k="attention.k_lin",
+        attn_v="attention.v_lin",
+        attn_o="attention.out_lin",
+        ffn_w1=("ffn.lin1",),
+        ffn_w2="ffn.lin2",
+        head=("pre_classifier", "classifier"),
+    ),
     "mpnet": ArchMap(
         layers="encoder.layer",
         attention="attention.attn",

@@ -230,13 +230,17 @@ def apply_method(model: nn.Module, spec: MethodSpec, tokenizer=None) -> MethodRe
         module.requires_grad_(True)
     added_ids = {id(p) for m in added for p in m.parameters()}
     added_modules = {id(m) for a in added for m in a.modules()}
+    biases = 0
     for module in model.base_model.modules():
         if id(module) in added_modules:
             continue
         if spec.train_bias and getattr(module, "bias", None) is not None and isinstance(module.bias, nn.Parameter):
             module.bias.requires_grad_(True)
+            biases += 1
         if spec.train_layer_norm and isinstance(module, nn.LayerNorm):
             module.requires_grad_(True)
+    if spec.train_bias and not biases:
+        raise SpecError(f"method {spec.name}: train_bias=true, but {model.config.model_type} has no bias terms to train")
     for head in heads:
         head.requires_grad_(spec.train_head or spec.train_all)
 
@@ -271,3 +275,21 @@ def _count(model, spec, added, added_ids, head_ids, base, modified) -> MethodRep
         method=spec.name, trainable=trainable, stored=stored, paper=paper, base=base, head=head,
         paper_share=paper / base, modules=sorted(names.get(id(m), "?") for m in modified), breakdown=breakdown,
     )
+
+
+def merge_modules(model: nn.Module) -> int:
+    """Merge every linear parallel module (LoRA) into the weight it runs beside; returns how many were merged.
+
+    The merged model runs at the base model's cost; :func:`unmerge_modules` restores the separate modules.
+    """
+    wrappers = [m for m in model.modules() if isinstance(m, ParallelLinear) and m.linear]
+    for wrapper in wrappers:
+        wrapper.merge()
+    return len(wrappers)
+
+
+def unmerge_modules(model: nn.Module) -> int:
+    wrappers = [m for m in model.modules() if isinstance(m, ParallelLinear) and m.merged]
+    for wrapper in wrappers:
+        wrapper.unmerge()
+    return len(wrappers)
