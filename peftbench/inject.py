@@ -293,3 +293,14 @@ def unmerge_modules(model: nn.Module) -> int:
     for wrapper in wrappers:
         wrapper.unmerge()
     return len(wrappers)
+
+
+def export_reparameterisations(model: nn.Module) -> int:
+    """Replace the prefix MLPs and P-tuning encoders by the vectors they produce (what is stored after training).
+
+    The model computes the same function afterwards; returns how many encoders were exported.
+    """
+    encoders = [m for m in model.modules() if isinstance(m, PrefixEncoder | PromptInserter)]
+    for encoder in encoders:
+        encoder.export()
+    return len(encoders)

@@ -146,7 +146,7 @@ class PrefixEncoder(nn.Module):
 
     def refresh(self) -> None:
         """Compute all layers' prefixes (once per forward) and hand each layer its (2, l, d_kv) slice."""
-        if self._hook is None:
+        if self.mlp is None:
             return  # exported
         flat = self.mlp(self.embedding)  # (l, Σ 2·d_kv)
         start = 0
@@ -165,6 +165,8 @@ class PrefixEncoder(nn.Module):
     @torch.no_grad()
     def export(self) -> None:
         """Replace the MLP by the prefix vectors it produces (each layer gets its own ``prefix`` parameter)."""
+        if self.mlp is None:
+            return
         self.refresh()
         for target in self.targets:
             target.prefix = nn.Parameter(target.provided.detach().clone().contiguous())
@@ -172,3 +174,4 @@ class PrefixEncoder(nn.Module):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+        self.mlp, self.embedding = None, None  # the reparameterisation is not stored

@@ -58,6 +58,13 @@ class PromptInserter(nn.Module):
     def vectors(self) -> torch.Tensor:
         return self.prompt if self.encoder is None else self.encoder()
 
+    @torch.no_grad()
+    def export(self) -> None:
+        """Keep only the prompt vectors the encoder produces (P-tuning v1 after training)."""
+        if self.encoder is not None:
+            self.prompt = nn.Parameter(self.encoder().detach().clone())
+            self.encoder = None
+
     def paper_numel(self) -> int:
         """l·d: the prompt vectors (for P-tuning v1, what the encoder produces)."""
         return self.length * self.word_embeddings[0].weight.shape[1]

@@ -20,7 +20,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from peftbench.config import RunConfig
 from peftbench.data import get_task, load_glue, make_collator, split_for_selection, subsample, tokenize_glue
-from peftbench.inject import MethodReport, apply_method
+from peftbench.inject import MethodReport, apply_method, export_reparameterisations
 from peftbench.metrics import compute_glue_metrics
 from peftbench.models import load_model, load_tokenizer
 
@@ -159,6 +159,8 @@ def train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None) -> dict[str
             for name, value in best_state.items():
                 params[name].copy_(value)
     best_epoch = next((h["epoch"] for h in reversed(history) if h.get("best")), cfg.train.epochs)
+    # Score what would be stored: the prefix/prompt vectors, not the MLP or LSTM that produced them.
+    export_reparameterisations(accelerator.unwrap_model(model))
 
     eval_start = time.perf_counter()
     metrics: dict[str, float] = {}

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from peftbench import apply_method, load_method
+from peftbench.inject import export_reparameterisations
 from peftbench.presets import preset_names
 from tests.conftest import tiny_batch, tiny_model
 
@@ -137,17 +138,18 @@ def test_prompt_init_from_words():
     torch.testing.assert_close(model.peftbench_prompt.prompt.detach(), table[[11, 12, 11]])
 
 
-def test_prefix_export_keeps_vectors_and_outputs():
-    _, model, _, report = _adapted("bert", "prefix")
+@pytest.mark.parametrize("name", ["prefix", "mam", "ptuning"])
+def test_export_keeps_only_the_vectors_and_the_outputs(name):
+    _, model, _, report = _adapted("bert", name)
     batch = tiny_batch()
     with torch.no_grad():
         before = model(**batch).logits
-    model.peftbench_prefix_attn.export()
+    assert export_reparameterisations(model) == 1
     with torch.no_grad():
         after = model(**batch).logits
     torch.testing.assert_close(before, after, atol=1e-6, rtol=0)
-    heads = [m for n, m in model.named_modules() if n.endswith("peftbench_heads")]
-    assert sum(h.prefix.numel() for h in heads) == report.paper == 2 * 16 * 32 * 2
+    kept = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert kept == report.stored  # what remains trainable is exactly what the report says is stored
 
 
 def test_learned_scale_trains():

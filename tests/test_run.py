@@ -125,3 +125,14 @@ def test_nan_loss_ends_the_run_as_diverged(glue_dir, cache_dir):
     prep.model.forward = poisoned
     with pytest.raises(TrainingDiverged, match="loss is nan at epoch 1 step 1"):
         train_and_evaluate(specs, prep)
+
+
+def test_same_seed_same_result_on_cpu(tmp_path, glue_dir, cache_dir):
+    scores = []
+    for i in range(2):
+        (tmp_path / str(i)).mkdir()
+        out = run_cli(tmp_path / str(i), glue_dir, cache_dir, *SMALL, "task=rte", "method=mam", "resume=false")
+        assert out.returncode == 0, out.stderr[-2000:]
+        (record,) = records(tmp_path / str(i) / "run")
+        scores.append((record["metrics"], record["history"][0]["train_loss"]))
+    assert scores[0] == scores[1]

@@ -1,0 +1,53 @@
+"""Smoke test of the step benchmark (benchmarks/bench_step.py): structure of the report, no timing assertions."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[f"benchmarks_{name}"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _positive(x: float) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def test_bench_step_report_structure(tmp_path, monkeypatch):
+    pytest.importorskip("peft")
+    monkeypatch.setenv("BENCH_THREADS", "1")
+    bench = _load("bench_step")
+    missing = tmp_path / "no-venv" / "python"  # the adapters peer is skipped and says why
+    report = bench.run(["tiny_bert"], [8], batch=2, methods=["lora"], impls=["ours", "peft", "adapters"], rounds=2,
+                       large_rounds=1, steps=1, warmup=1, device="cpu", full=False, infer=True,
+                       adapters_python=missing, log=lambda _s: None)
+
+    assert report["environment"]["torch"] and report["environment"]["cores"] >= 1
+    (block,) = report["blocks"]
+    (row,) = block["training"]
+    assert row["method"] == "lora" and set(row["results"]) == {"ours", "peft"}
+    assert "adapters" in row["errors"] and "requirements-adapters" in row["errors"]["adapters"]
+    for result in row["results"].values():
+        assert result["n"] == 2 and _positive(result["median_s"]) and _positive(result["examples_per_s"])
+        assert result["trainable"] > 0 and math.isfinite(result["peak_delta_mib"])
+    ratio = row["ratios"]["peft"]
+    assert _positive(ratio["time"]) and ratio["trainable"] == 1.0
+
+    infer = block["inference"]
+    assert set(infer["results"]) == {"base", "lora_merged", "lora_unmerged"} and not infer["errors"]
+    assert infer["results"]["lora_merged"]["merged"] == 4  # q and v in each of the 2 layers
+    assert all(_positive(v) for v in infer["ratios"].values()) and set(infer["ratios"]) == {"lora_merged",
+                                                                                             "lora_unmerged"}
+    tables = bench.markdown(report)
+    assert "| lora | peft |" in tables and "lora_merged" in tables and "× frozen backbone" not in tables

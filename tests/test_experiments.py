@@ -1,0 +1,154 @@
+"""The experiment grids of ``conf/experiment/``: every job composes and validates, the grids have the sizes
+``experiments/README.md`` documents, the CPU and paper variants run the same designs, and the budgets the
+configs claim on roberta-base hold (``describe`` builds the model on the meta device: no weights).
+
+A grid is expanded the way ``python -m peftbench -m +experiment=<name>`` expands it: Hydra's BasicSweeper
+takes the product of the ``hydra.sweeper.params`` entries (parsed by Hydra's override parser) and the command
+line. Composing all ~670 jobs would take minutes, so each job that brings a new cell (its overrides other than
+seed and task), a new task or a new seed is composed: every other job differs from a composed one only in
+seed or task, and each of those values is composed too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator
+
+import pytest
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from peftbench.config import CONF_DIR, compose, to_specs
+from peftbench.describe import describe
+
+EXPERIMENT_DIR = CONF_DIR / "experiment"
+README = CONF_DIR.parent / "experiments" / "README.md"
+VARIANTS = ("cpu", "paper")
+
+#: experiment -> (cells, tasks, seeds) per variant; runs = their product (the counts of experiments/README.md).
+GRIDS: dict[str, dict[str, tuple[int, int, int]]] = {
+    "table2": {"cpu": (6, 3, 3), "paper": (6, 2, 5)},
+    "insertion": {"cpu": (8, 2, 1), "paper": (8, 2, 5)},
+    "representation": {"cpu": (12, 2, 1), "paper": (12, 2, 5)},
+    "composition": {"cpu": (7, 2, 1), "paper": (7, 2, 5)},
+    "bottleneck": {"cpu": (12, 2, 1), "paper": (12, 2, 5)},
+    "mam_ablation": {"cpu": (7, 2, 1), "paper": (7, 2, 5)},
+}
+NAMES = [f"{experiment}_{variant}" for experiment in GRIDS for variant in VARIANTS]
+
+
+def runs(name: str) -> int:
+    experiment, variant = name.rsplit("_", 1)
+    return math.prod(GRIDS[experiment][variant])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def hydra_context() -> Iterator[None]:
+    """One Hydra context for the module: ``peftbench.config.compose`` (and ``describe``) reuse it."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        yield
+
+
+def sweep_jobs(name: str) -> list[list[str]]:
+    """The override list of each job of ``python -m peftbench -m +experiment=<name>``, in launch order."""
+    cli = [f"+experiment={name}"]
+    cfg = hydra_compose(config_name="config", overrides=cli, return_hydra_config=True)
+    params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
+    (batch,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params + cli), None)
+    return batch
+
+
+def cell_of(job: list[str]) -> tuple[str, ...]:
+    return tuple(o for o in job if not o.startswith(("seed=", "task=")))
+
+
+def value_of(job: list[str], key: str) -> str:
+    return next(o.split("=", 1)[1] for o in job if o.startswith(f"{key}="))
+
+
+def test_experiment_files_are_the_documented_ones() -> None:
+    found = sorted(p.stem for p in EXPERIMENT_DIR.glob("*.yaml"))  # grid/, setting/, arm/ hold the parts
+    assert found == sorted(NAMES)
+    readme = README.read_text()
+    for name in NAMES:
+        assert f"python -m peftbench -m +experiment={name}" in readme
+        assert f"python -m peftbench.report multirun/{name}" in readme
+
+
+def test_readme_run_counts_match_the_grids() -> None:
+    """Each README table row ``| `experiment` | ... | cpu runs | paper runs |`` holds the grid sizes."""
+    rows = {m[1]: m[0] for m in (re.match(r"\| `(\w+)` \|.*", line) for line in README.read_text().splitlines()) if m}
+    for experiment in GRIDS:
+        cells = [c.strip() for c in rows[experiment].strip("|").split("|")]
+        assert cells[-2:] == [str(runs(f"{experiment}_cpu")), str(runs(f"{experiment}_paper"))], experiment
+
+
+def test_every_arm_is_swept() -> None:
+    """No arm file sits unused: each one is a value of its grid's sweep."""
+    swept = {(e, a) for e in GRIDS for job in sweep_jobs(f"{e}_paper") for o in job
+             if o.startswith(f"experiment/arm/{e}=") for a in [o.split("=", 1)[1]]}
+    arms = {(p.parent.name, p.stem) for p in (EXPERIMENT_DIR / "arm").glob("*/*.yaml")}
+    assert arms == swept
+
+
+@pytest.mark.parametrize("experiment", list(GRIDS))
+def test_grid_composes_and_both_variants_run_the_same_designs(experiment: str) -> None:
+    designs: dict[str, list[str]] = {}
+    for variant in VARIANTS:
+        name = f"{experiment}_{variant}"
+        jobs = sweep_jobs(name)
+        n_cells, n_tasks, n_seeds = GRIDS[experiment][variant]
+        assert len(jobs) == runs(name)
+        assert len({cell_of(j) for j in jobs}) == n_cells
+        assert len({value_of(j, "task") for j in jobs}) == n_tasks
+        assert len({value_of(j, "seed") for j in jobs}) == n_seeds
+        assert len({tuple(j) for j in jobs}) == len(jobs)
+
+        seen: set[tuple[str, ...] | str] = set()
+        cells: dict[tuple[str, ...], str] = {}
+        for job in jobs:
+            new = {cell_of(job), "task=" + value_of(job, "task"), "seed=" + value_of(job, "seed")} - seen
+            if not new:
+                continue
+            seen |= new
+            cfg = compose(job)
+            specs = to_specs(cfg)  # raises on an invalid job
+            assert (cfg.sweep, cfg.results_root) == (name, f"multirun/{name}")
+            assert specs.model.name == {"cpu": "minilm", "paper": "roberta_base"}[variant]
+            cells.setdefault(cell_of(job), json.dumps(specs.method.coordinates(), sort_keys=True))
+        assert len(set(cells.values())) == n_cells, f"{name}: two cells of the grid are the same design"
+        designs[variant] = list(cells.values())
+    assert designs["cpu"] == designs["paper"]
+
+
+def budget(experiment: str, arm: str) -> dict:
+    return describe([f"+experiment={experiment}_paper", f"experiment/arm/{experiment}={arm}"])
+
+
+def test_table2_methods_land_on_the_paper_budgets() -> None:
+    """Paper Table 2 on roberta-base: the PEFT rows at ~0.5% (0.3-0.7%), BitFit ~0.1%, full fine-tuning 100%."""
+    shares = {arm: budget("table2", arm)["paper_share"] for arm in ("full", "bitfit", "prefix", "lora", "adapter", "mam")}
+    for arm in ("prefix", "lora", "adapter", "mam"):
+        assert 0.003 <= shares[arm] <= 0.007, (arm, shares[arm])
+    assert 0.0005 <= shares["bitfit"] <= 0.0015
+    assert shares["full"] == pytest.approx(1.0)
+    assert budget("table2", "mam")["paper"] == 589_824  # REFERENCE.md §2: MAM l=16, r=16 is the paper's "0.5%"
+
+
+@pytest.mark.parametrize(("tier", "target", "tolerance"), [("small", 0.001, 0.0003), ("large", 0.036, 0.001)])
+def test_representation_tiers_hold_their_budget(tier: str, target: float, tolerance: float) -> None:
+    """~0.1% within ±0.03 points and ~3.6% within ±0.1 points of roberta-base; within a tier every arm has the
+    parallel adapter's exact count, except LoRA on the FFN at ~0.1% (r=1, the smallest: 0.074%)."""
+    counts = {}
+    for family in ("pa_attn", "pa_ffn", "prefix", "mh_pa", "lora_attn", "lora_ffn"):
+        report = budget("representation", f"{family}_{tier}")
+        assert abs(report["paper_share"] - target) <= tolerance, (family, tier, report["paper_share"])
+        counts[family] = report["paper"]
+    equal = {f for f, n in counts.items() if n == counts["pa_ffn"]}
+    assert equal == set(counts) - ({"lora_ffn"} if tier == "small" else set())
