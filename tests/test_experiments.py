@@ -11,6 +11,7 @@ seed or task, and each of those values is composed too.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -55,21 +56,51 @@ def hydra_context() -> Iterator[None]:
         yield
 
 
-def sweep_jobs(name: str) -> list[list[str]]:
+@functools.cache
+def sweep_jobs(name: str) -> tuple[tuple[str, ...], ...]:
     """The override list of each job of ``python -m peftbench -m +experiment=<name>``, in launch order."""
     cli = [f"+experiment={name}"]
     cfg = hydra_compose(config_name="config", overrides=cli, return_hydra_config=True)
     params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
     (batch,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params + cli), None)
-    return batch
+    return tuple(tuple(job) for job in batch)
 
 
-def cell_of(job: list[str]) -> tuple[str, ...]:
+def cell_of(job: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(o for o in job if not o.startswith(("seed=", "task=")))
 
 
-def value_of(job: list[str], key: str) -> str:
+def value_of(job: tuple[str, ...], key: str) -> str:
     return next(o.split("=", 1)[1] for o in job if o.startswith(f"{key}="))
+
+
+@functools.cache
+def composed_cells(name: str) -> dict[tuple[str, ...], dict]:
+    """Compose and validate the jobs of one experiment that bring a new cell or task; per cell, its design
+    coordinates and (paper variants, on roberta-base via ``describe``) its budget."""
+    jobs = sweep_jobs(name)
+    first = compose(jobs[0])
+    to_specs(first)
+    assert (first.sweep, first.results_root) == (name, f"multirun/{name}")
+    for task in {value_of(job, "task") for job in jobs} - {first.task.name}:
+        job = next(j for j in jobs if value_of(j, "task") == task)
+        assert to_specs(compose(job)).task.name == task
+    cells: dict[tuple[str, ...], dict] = {}
+    for job in jobs:
+        if cell_of(job) in cells:
+            continue
+        if name.endswith("_paper"):
+            cells[cell_of(job)] = describe(list(job))  # composes, validates (to_specs) and counts
+        else:
+            specs = to_specs(compose(job))
+            cells[cell_of(job)] = {"model": specs.model.name, "design": specs.method.coordinates()}
+    return cells
+
+
+def paper_budget(experiment: str, arm: str) -> dict:
+    """``describe`` of one arm of an experiment on roberta-base."""
+    cells = composed_cells(f"{experiment}_paper")
+    return next(report for cell, report in cells.items() if f"experiment/arm/{experiment}={arm}" in cell)
 
 
 def test_experiment_files_are_the_documented_ones() -> None:
@@ -83,7 +114,11 @@ def test_experiment_files_are_the_documented_ones() -> None:
 
 def test_readme_run_counts_match_the_grids() -> None:
     """Each README table row ``| `experiment` | ... | cpu runs | paper runs |`` holds the grid sizes."""
-    rows = {m[1]: m[0] for m in (re.match(r"\| `(\w+)` \|.*", line) for line in README.read_text().splitlines()) if m}
+    rows = {
+        m[1]: m[0]
+        for m in (re.match(r"\| `(\w+)` \|.*", line) for line in README.read_text().splitlines())
+        if m
+    }
     for experiment in GRIDS:
         cells = [c.strip() for c in rows[experiment].strip("|").split("|")]
         assert cells[-2:] == [str(runs(f"{experiment}_cpu")), str(runs(f"{experiment}_paper"))], experiment
@@ -91,8 +126,13 @@ def test_readme_run_counts_match_the_grids() -> None:
 
 def test_every_arm_is_swept() -> None:
     """No arm file sits unused: each one is a value of its grid's sweep."""
-    swept = {(e, a) for e in GRIDS for job in sweep_jobs(f"{e}_paper") for o in job
-             if o.startswith(f"experiment/arm/{e}=") for a in [o.split("=", 1)[1]]}
+    swept = {
+        (e, o.split("=", 1)[1])
+        for e in GRIDS
+        for job in sweep_jobs(f"{e}_paper")
+        for o in job
+        if o.startswith(f"experiment/arm/{e}=")
+    }
     arms = {(p.parent.name, p.stem) for p in (EXPERIMENT_DIR / "arm").glob("*/*.yaml")}
     assert arms == swept
 
@@ -104,41 +144,32 @@ def test_grid_composes_and_both_variants_run_the_same_designs(experiment: str) -
         name = f"{experiment}_{variant}"
         jobs = sweep_jobs(name)
         n_cells, n_tasks, n_seeds = GRIDS[experiment][variant]
-        assert len(jobs) == runs(name)
+        assert len(jobs) == runs(name) == len(set(jobs))
         assert len({cell_of(j) for j in jobs}) == n_cells
         assert len({value_of(j, "task") for j in jobs}) == n_tasks
         assert len({value_of(j, "seed") for j in jobs}) == n_seeds
-        assert len({tuple(j) for j in jobs}) == len(jobs)
+        assert all(value_of(j, "seed").isdigit() for j in jobs)  # a seed changes nothing else of a job
 
-        seen: set[tuple[str, ...] | str] = set()
-        cells: dict[tuple[str, ...], str] = {}
-        for job in jobs:
-            new = {cell_of(job), "task=" + value_of(job, "task"), "seed=" + value_of(job, "seed")} - seen
-            if not new:
-                continue
-            seen |= new
-            cfg = compose(job)
-            specs = to_specs(cfg)  # raises on an invalid job
-            assert (cfg.sweep, cfg.results_root) == (name, f"multirun/{name}")
-            assert specs.model.name == {"cpu": "minilm", "paper": "roberta_base"}[variant]
-            cells.setdefault(cell_of(job), json.dumps(specs.method.coordinates(), sort_keys=True))
-        assert len(set(cells.values())) == n_cells, f"{name}: two cells of the grid are the same design"
-        designs[variant] = list(cells.values())
+        cells = composed_cells(name)
+        assert {c["model"] for c in cells.values()} == {{"cpu": "minilm", "paper": "roberta_base"}[variant]}
+        designs[variant] = [json.dumps(c["design"], sort_keys=True, default=str) for c in cells.values()]
+        assert len(set(designs[variant])) == n_cells, f"{name}: two cells of the grid are the same design"
     assert designs["cpu"] == designs["paper"]
-
-
-def budget(experiment: str, arm: str) -> dict:
-    return describe([f"+experiment={experiment}_paper", f"experiment/arm/{experiment}={arm}"])
 
 
 def test_table2_methods_land_on_the_paper_budgets() -> None:
     """Paper Table 2 on roberta-base: the PEFT rows at ~0.5% (0.3-0.7%), BitFit ~0.1%, full fine-tuning 100%."""
-    shares = {arm: budget("table2", arm)["paper_share"] for arm in ("full", "bitfit", "prefix", "lora", "adapter", "mam")}
+    shares = {
+        arm: paper_budget("table2", arm)["paper_share"]
+        for arm in ("full", "bitfit", "prefix", "lora", "adapter", "mam")
+    }
     for arm in ("prefix", "lora", "adapter", "mam"):
         assert 0.003 <= shares[arm] <= 0.007, (arm, shares[arm])
     assert 0.0005 <= shares["bitfit"] <= 0.0015
     assert shares["full"] == pytest.approx(1.0)
-    assert budget("table2", "mam")["paper"] == 589_824  # REFERENCE.md §2: MAM l=16, r=16 is the paper's "0.5%"
+    assert (
+        paper_budget("table2", "mam")["paper"] == 589_824
+    )  # REFERENCE.md §2: MAM l=16, r=16 is the paper's "0.5%"
 
 
 @pytest.mark.parametrize(("tier", "target", "tolerance"), [("small", 0.001, 0.0003), ("large", 0.036, 0.001)])
@@ -147,8 +178,26 @@ def test_representation_tiers_hold_their_budget(tier: str, target: float, tolera
     parallel adapter's exact count, except LoRA on the FFN at ~0.1% (r=1, the smallest: 0.074%)."""
     counts = {}
     for family in ("pa_attn", "pa_ffn", "prefix", "mh_pa", "lora_attn", "lora_ffn"):
-        report = budget("representation", f"{family}_{tier}")
+        report = paper_budget("representation", f"{family}_{tier}")
         assert abs(report["paper_share"] - target) <= tolerance, (family, tier, report["paper_share"])
         counts[family] = report["paper"]
     equal = {f for f, n in counts.items() if n == counts["pa_ffn"]}
     assert equal == set(counts) - ({"lora_ffn"} if tier == "small" else set())
+
+
+@pytest.mark.parametrize(("experiment", "counts"), [
+    ("insertion", {294_912, 4_718_592}),  # r=16 and r=256, the same for all four adapters of one r
+    ("composition", {294_912}),  # prefix l=16 = PA r=16 = LoRA r=8 on W_q, W_v: 0.238%
+    ("mam_ablation", {589_824}),  # MAM's 0.475%, each ablation included
+])  # fmt: skip
+def test_ablations_compare_equal_budgets(experiment: str, counts: set[int]) -> None:
+    assert {report["paper"] for report in composed_cells(f"{experiment}_paper").values()} == counts
+
+
+def test_bottleneck_budgets_follow_the_paper_formulas() -> None:
+    """Appendix B on roberta-base (d=768, L=12): adapter and prefix 2·r·d per layer, LoRA on W_q, W_v 4·r·d."""
+    per_r = {"pa": 2 * 768 * 12, "prefix": 2 * 768 * 12, "lora": 4 * 768 * 12}
+    for cell, report in composed_cells("bottleneck_paper").items():
+        arm = next(o for o in cell if o.startswith("experiment/arm/")).split("=", 1)[1]
+        method, size = re.fullmatch(r"(pa|lora|prefix)_[rl](\d+)", arm).groups()
+        assert report["paper"] == per_r[method] * int(size), arm
