@@ -28,32 +28,53 @@ FAILED: list[str] = []
 MAX_CHECKED_COMBINATIONS = 256
 
 
-def _sweep_combinations(argv: list[str]) -> list[list[str]]:
-    """The override lists of every job a command line asks for (Hydra's own parser expands the sweeps)."""
-    args = [a for a in argv if not a.startswith("-") and not a.startswith("hydra.") and not a.startswith("hydra/")]
-    parsed = OverridesParser.create().parse_overrides(args)
-    choices = []
-    for override in parsed:
+def _choices(overrides: list[str]) -> dict[str, list[str]]:
+    """Each override's key → the single-job overrides its value expands to (Hydra's own parser)."""
+    out: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(overrides):
         key = override.get_key_element()
         if override.is_sweep_override():
-            choices.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+            out[key.lstrip("+~")] = [f"{key}={v}" for v in override.sweep_string_iterator()]
         else:
-            choices.append([override.input_line])
-    combos = itertools.product(*choices)
+            out[key.lstrip("+~")] = [override.input_line]
+    return out
+
+
+def _sweep_combinations(argv: list[str]) -> list[list[str]]:
+    """The override lists of every job a command line asks for, the grid of an experiment's
+    ``hydra.sweeper.params`` included (command-line keys win, as in Hydra)."""
+    args = [a for a in argv if not a.startswith("-") and not a.startswith("hydra.") and not a.startswith("hydra/")]
+    choices = _choices(args)
+    if "-m" in argv or "--multirun" in argv:
+        first = compose([c[0] for c in choices.values()], return_hydra_config=True)
+        params = first.hydra.sweeper.params or {}
+        choices.update(_choices([f"{k}={v}" for k, v in params.items() if k.lstrip("+~") not in choices]))
+    combos = itertools.product(*choices.values())
     return [list(c) for c in itertools.islice(combos, MAX_CHECKED_COMBINATIONS)]
 
 
 def validate_command_line(argv: list[str]) -> None:
-    """Compose and validate each job of the command line; exit 2 with one line on the first bad one."""
-    try:
-        combinations = _sweep_combinations(argv)
-    except Exception as err:
-        fail(f"cannot parse overrides: {one_line_error(err)}")
-    for overrides in combinations:
+    """Compose and validate each job of the command line; exit 2 with one line on the first bad one.
+
+    Jobs that differ only by seed compose alike, so one seed is checked.
+    """
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         try:
-            to_specs(compose(overrides))
+            combinations = _sweep_combinations(argv)
         except Exception as err:
-            fail(f"{' '.join(overrides) or '(defaults)'}: {one_line_error(err)}")
+            fail(f"invalid command line: {one_line_error(err)}")
+        checked: set[tuple[str, ...]] = set()
+        for overrides in combinations:
+            key = tuple(o for o in overrides if not o.startswith("seed="))
+            if key in checked:
+                continue
+            checked.add(key)
+            try:
+                to_specs(compose(overrides))
+            except Exception as err:
+                fail(f"{' '.join(overrides) or '(defaults)'}: {one_line_error(err)}")
 
 
 def run_job(cfg: DictConfig) -> dict:
