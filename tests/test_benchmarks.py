@@ -42,7 +42,8 @@ def test_bench_step_report_structure(tmp_path, monkeypatch):
         assert result["n"] == 2 and _positive(result["median_s"]) and _positive(result["examples_per_s"])
         assert result["trainable"] > 0 and math.isfinite(result["peak_delta_mib"])
     ratio = row["ratios"]["peft"]
-    assert _positive(ratio["time"]) and ratio["trainable"] == 1.0
+    assert _positive(ratio["time"]) and _positive(ratio["cpu_time"]) and ratio["trainable"] == 1.0
+    assert set(row["overhead"]) == {"ours", "peft"} and all(_positive(v) for v in row["overhead"].values())
 
     infer = block["inference"]
     assert set(infer["results"]) == {"base", "lora_merged", "lora_unmerged"} and not infer["errors"]
@@ -50,4 +51,4 @@ def test_bench_step_report_structure(tmp_path, monkeypatch):
     assert all(_positive(v) for v in infer["ratios"].values()) and set(infer["ratios"]) == {"lora_merged",
                                                                                              "lora_unmerged"}
     tables = bench.markdown(report)
-    assert "| lora | peft |" in tables and "lora_merged" in tables and "× frozen backbone" not in tables
+    assert "| lora | peft |" in tables and "lora_merged" in tables and "ours × frozen" in tables
