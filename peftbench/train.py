@@ -7,10 +7,12 @@ Setup, train and evaluate are separate functions; :func:`run` ties them together
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -95,6 +97,13 @@ def _mixed_precision(setting: str) -> str:
 
 def train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None) -> dict[str, Any]:
     """Train, keep the best epoch on the selection split, and score every evaluation split of the dev set."""
+    with PeakMemory() as memory:
+        result = _train_and_evaluate(cfg, prep, tracker)
+    result["peak_mem_mb"] = memory.mib
+    return result
+
+
+def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None) -> dict[str, Any]:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     accelerator = Accelerator(cpu=cfg.train.cpu, mixed_precision=_mixed_precision(cfg.train.mixed_precision))
@@ -167,7 +176,6 @@ def train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None) -> dict[str
     for name, loader in eval_dls.items():
         suffix = "_mm" if name.endswith("mismatched") else ""
         metrics.update({f"{k}{suffix}": v for k, v in evaluate_split(model, loader, accelerator, task).items()})
-    peak = (torch.cuda.max_memory_allocated() / 2**20) if torch.cuda.is_available() else _cpu_peak_mb()
     return {
         "metrics": metrics,
         "score": metrics[main],
@@ -180,13 +188,37 @@ def train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None) -> dict[str
         "throughput": {"train_examples_per_s": seen / train_time if train_time else None,
                        "train_time_s": train_time, "eval_time_s": time.perf_counter() - eval_start,
                        "setup_time_s": prep.setup_s},
-        "peak_mem_mb": peak,
         "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision,
     }
 
 
-def _cpu_peak_mb() -> float:
-    import resource
+class PeakMemory:
+    """This run's peak memory in MiB: CUDA's allocator peak on a GPU; on the CPU the process's resident set,
+    sampled by a thread (ru_maxrss would carry earlier runs of a multirun process)."""
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    def __init__(self, interval_s: float = 0.05) -> None:
+        self.interval_s, self.peak, self._stop = interval_s, 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        process = psutil.Process()
+        while not self._stop.is_set():
+            self.peak = max(self.peak, process.memory_info().rss)
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> PeakMemory:
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+    @property
+    def mib(self) -> float:
+        if torch.cuda.is_available():
+            return torch.cuda.max_memory_allocated() / 2**20
+        return self.peak / 2**20
