@@ -30,9 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "step_worker.py"
 ADAPTERS_PYTHON = ROOT / ".venv-adapters" / "bin" / "python"
 
-#: Which peers implement each of our presets (``frozen``: only the classification head trains).
+#: Which peers implement each of our presets. References: ``frozen`` (only the classification head trains: no
+#: backward through the encoder) and ``layernorm`` (LayerNorms + head: the backward runs through the whole frozen
+#: encoder, as every method with modules in every layer needs, at almost no parameter cost).
 PEERS: dict[str, tuple[str, ...]] = {
     "frozen": ("hf",),
+    "layernorm": ("hf",),
     "full": ("hf",),
     "bitfit": ("hf",),
     "adapter": ("adapters",),
@@ -225,26 +228,53 @@ def environment(adapters_python: Path) -> dict[str, Any]:
     return out
 
 
-def run(shapes: list[str], seqs: list[int], batch: int, methods: list[str], impls: list[str], rounds: int,
-        large_rounds: int, steps: int, warmup: int, device: str, full: bool, infer: bool,
-        adapters_python: Path = ADAPTERS_PYTHON, frozen_ref: bool = True, log=print) -> dict[str, Any]:
-    """The whole benchmark: every shape × sequence length (roberta_base @ >64 on CPU only with ``full``)."""
-    report: dict[str, Any] = {"environment": environment(adapters_python), "device": device, "blocks": []}
-    for shape in shapes:
-        for seq in seqs:
-            if shape == "roberta_base" and seq > 64 and device == "cpu" and not full:
+@dataclass
+class Settings:
+    """What to run (the command-line options of :func:`main`)."""
+
+    shapes: list[str] = field(default_factory=lambda: ["minilm", "roberta_base"])
+    seqs: list[int] = field(default_factory=lambda: [64, 128])
+    batch: int = 32
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
+    impls: list[str] = field(default_factory=lambda: ["ours", "peft", "adapters", "hf"])
+    rounds: int = 5
+    large_rounds: int = 2
+    steps: int = 2
+    warmup: int = 2
+    device: str = "cpu"
+    full: bool = False
+    infer: bool = True
+    frozen_ref: bool = True
+    threads: int | None = None
+    adapters_python: Path = ADAPTERS_PYTHON
+
+
+def run(cfg: Settings, log=print, save=None) -> dict[str, Any]:
+    """The whole benchmark: every shape × sequence length (roberta_base @ >64 on CPU only with ``full``).
+    ``save(report)`` is called after each method, so an interrupted run keeps what it measured."""
+    if cfg.threads:
+        os.environ["BENCH_THREADS"] = str(cfg.threads)  # read by every worker
+    report: dict[str, Any] = {"environment": environment(cfg.adapters_python), "device": cfg.device,
+                              "threads": cfg.threads, "blocks": []}
+    for shape in cfg.shapes:
+        for seq in cfg.seqs:
+            if shape == "roberta_base" and seq > 64 and cfg.device == "cpu" and not cfg.full:
                 continue
-            n = large_rounds if shape == "roberta_base" else rounds
-            block: dict[str, Any] = {"shape": shape, "seq": seq, "rounds": n, "steps": steps, "training": []}
-            for method in methods:
-                row = bench_training(method, impls, shape, batch, seq, n, steps, warmup, device, adapters_python,
-                                     frozen_ref)
+            n = cfg.large_rounds if shape == "roberta_base" else cfg.rounds
+            block: dict[str, Any] = {"shape": shape, "seq": seq, "rounds": n, "steps": cfg.steps, "training": []}
+            report["blocks"].append(block)
+            for method in cfg.methods:
+                row = bench_training(method, cfg.impls, shape, cfg.batch, seq, n, cfg.steps, cfg.warmup, cfg.device,
+                                     cfg.adapters_python, cfg.frozen_ref)
                 block["training"].append(row)
                 log(format_row(shape, row))
-            if infer:
-                block["inference"] = bench_inference(shape, batch, seq, 3 * n, steps, warmup, device)
+                if save is not None:
+                    save(report)
+            if cfg.infer:
+                block["inference"] = bench_inference(shape, cfg.batch, seq, 3 * n, cfg.steps, cfg.warmup, cfg.device)
                 log(f"{shape}@{seq} inference: {block['inference']['ratios']}")
-            report["blocks"].append(block)
+                if save is not None:
+                    save(report)
     return report
 
 
@@ -310,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-infer", action="store_true", help="skip the merged-LoRA inference latency")
     parser.add_argument("--no-frozen-ref", action="store_true",
                         help="do not run our frozen backbone beside each method (no overhead column; faster)")
+    parser.add_argument("--threads", type=int, help="torch threads in every worker (default: torch's own)")
     parser.add_argument("--adapters-python", type=Path, default=ADAPTERS_PYTHON)
     parser.add_argument("--json", type=Path, help="write the full report here")
     parser.add_argument("--markdown", type=Path, help="write the tables here")
@@ -318,17 +349,22 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [m for m in methods if m not in PEERS]
     if unknown:
         parser.error(f"unknown method(s) {unknown}; valid: {', '.join(PEERS)}")
-    report = run(args.shapes.split(","), [int(s) for s in args.seqs.split(",")], args.batch, methods,
-                 args.impls.split(","), args.rounds, args.large_rounds, args.steps, args.warmup, args.device,
-                 args.full, not args.no_infer, args.adapters_python, not args.no_frozen_ref,
-                 log=lambda s: print(s, flush=True))
-    report["command"] = " ".join(["python", "benchmarks/bench_step.py", *(argv if argv is not None else sys.argv[1:])])
-    tables = markdown(report)
-    print(tables)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
-    if args.markdown:
-        args.markdown.write_text(f"`{report['command']}`\n\n{tables}\n")
+    cfg = Settings(shapes=args.shapes.split(","), seqs=[int(s) for s in args.seqs.split(",")], batch=args.batch,
+                   methods=methods, impls=args.impls.split(","), rounds=args.rounds, large_rounds=args.large_rounds,
+                   steps=args.steps, warmup=args.warmup, device=args.device, full=args.full, infer=not args.no_infer,
+                   frozen_ref=not args.no_frozen_ref, threads=args.threads, adapters_python=args.adapters_python)
+    command = " ".join(["python", "benchmarks/bench_step.py", *(argv if argv is not None else sys.argv[1:])])
+
+    def save(report: dict[str, Any]) -> None:
+        report["command"] = command
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2))
+        if args.markdown:
+            args.markdown.write_text(f"`{command}`\n\n{markdown(report)}\n")
+
+    report = run(cfg, log=lambda s: print(s, flush=True), save=save)
+    save(report)
+    print(markdown(report))
 
 
 if __name__ == "__main__":

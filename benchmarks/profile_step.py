@@ -55,9 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     parser.add_argument("--tables", action="store_true", help="also print each method's full top-operator table")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     base, base_wall, base_table = profile_method("ours" if args.impl == "adapters" else args.impl, "frozen",
                                                  args.shape, args.batch, args.seq, args.steps, args.warmup)
     print(f"## frozen backbone ({args.shape}, batch {args.batch}, seq {args.seq}): {base_wall:.0f} ms/step")

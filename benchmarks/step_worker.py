@@ -93,17 +93,24 @@ def build_ours(model: nn.Module, method: str) -> tuple[nn.Module, dict[str, Any]
     from peftbench.presets import load_method
     from peftbench.space import MethodSpec
 
-    spec = MethodSpec(name="frozen", train_head=True) if method == "frozen" else load_method(method)
+    references = {"frozen": MethodSpec(name="frozen", train_head=True),
+                  "layernorm": MethodSpec(name="layernorm", train_layer_norm=True, train_head=True)}
+    spec = references[method] if method in references else load_method(method)
     report = apply_method(model, spec)
     return model, {"paper_params": report.paper, "stored_params": report.stored}
 
 
 def build_hf(model: nn.Module, method: str) -> tuple[nn.Module, dict[str, Any]]:
-    """Plain transformers: ``full`` trains everything, ``frozen`` only the head, ``bitfit`` biases + head."""
+    """Plain transformers: ``full`` trains everything, ``frozen`` only the head, ``bitfit`` biases + head,
+    ``layernorm`` the LayerNorms + head (so the backward runs through the whole frozen backbone)."""
     model.requires_grad_(method == "full")
     if method == "bitfit":
         for name, p in model.named_parameters():
             p.requires_grad_(name.endswith(".bias"))
+    if method == "layernorm":
+        for module in model.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.requires_grad_(True)
     _set_head_trainable(model)
     return model, {}
 

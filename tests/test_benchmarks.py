@@ -26,12 +26,12 @@ def _positive(x: float) -> bool:
 
 def test_bench_step_report_structure(tmp_path, monkeypatch):
     pytest.importorskip("peft")
-    monkeypatch.setenv("BENCH_THREADS", "1")
+    monkeypatch.setenv("BENCH_THREADS", "1")  # run() sets it too; monkeypatch restores it afterwards
     bench = _load("bench_step")
     missing = tmp_path / "no-venv" / "python"  # the adapters peer is skipped and says why
-    report = bench.run(["tiny_bert"], [8], batch=2, methods=["lora"], impls=["ours", "peft", "adapters"], rounds=2,
-                       large_rounds=1, steps=1, warmup=1, device="cpu", full=False, infer=True,
-                       adapters_python=missing, log=lambda _s: None)
+    cfg = bench.Settings(shapes=["tiny_bert"], seqs=[8], batch=2, methods=["lora"], impls=["ours", "peft", "adapters"],
+                         rounds=2, steps=1, warmup=1, threads=1, adapters_python=missing)
+    report = bench.run(cfg, log=lambda _s: None)
 
     assert report["environment"]["torch"] and report["environment"]["cores"] >= 1
     (block,) = report["blocks"]
