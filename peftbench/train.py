@@ -18,7 +18,6 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from peftbench.config import RunConfig
 from peftbench.data import get_task, load_glue, make_collator, split_for_selection, subsample, tokenize_glue
@@ -95,6 +94,22 @@ def _mixed_precision(setting: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
+def linear_warmup_decay(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the peak lr over ``warmup`` steps, then linear decay to 0 at ``total``.
+
+    The same schedule as ``transformers.get_linear_schedule_with_warmup`` (checked in the tests), written on
+    torch's ``LambdaLR`` because importing ``transformers.optimization`` pulls in ``trainer_utils`` and, through
+    it, ``peft``, which a run never uses (~0.3 s of every sweep's start-up).
+    """
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None) -> dict[str, Any]:
     """Train, keep the best epoch on the selection split, and score every evaluation split of the dev set."""
     with PeakMemory() as memory:
@@ -116,7 +131,7 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None) -> dict[st
     eval_dls = {name: make(ds) for name, ds in prep.evals.items()}
     optimizer = _optimizer(prep.model, cfg, lr)
     total = cfg.train.epochs * math.ceil(len(prep.train) / cfg.train.batch_size)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total), total)
+    scheduler = linear_warmup_decay(optimizer, int(cfg.train.warmup_ratio * total), total)
     model, optimizer, train_dl, scheduler = accelerator.prepare(prep.model, optimizer, train_dl, scheduler)
     select_dl = accelerator.prepare(select_dl) if select_dl is not None else None
     eval_dls = {name: accelerator.prepare(dl) for name, dl in eval_dls.items()}
