@@ -31,10 +31,13 @@ WORKER = Path(__file__).resolve().parent / "step_worker.py"
 ADAPTERS_PYTHON = ROOT / ".venv-adapters" / "bin" / "python"
 
 #: Which peers implement each of our presets. References: ``frozen`` (only the classification head trains: no
-#: backward through the encoder) and ``layernorm`` (LayerNorms + head: the backward runs through the whole frozen
-#: encoder, as every method with modules in every layer needs, at almost no parameter cost).
+#: backward through the encoder), ``backprop`` (the same trainable parameters, but the embeddings' output requires
+#: grad, so the backward computes input gradients through every frozen layer and no weight gradient: the floor of
+#: any method with a module in the bottom layer) and ``layernorm`` (LayerNorms + head: that backward plus the
+#: LayerNorms' weight gradients).
 PEERS: dict[str, tuple[str, ...]] = {
     "frozen": ("hf",),
+    "backprop": ("hf",),
     "layernorm": ("hf",),
     "full": ("hf",),
     "bitfit": ("hf",),
@@ -167,8 +170,9 @@ def bench_training(method: str, impls: list[str], shape: str | dict, batch: int,
                    warmup: int, device: str, adapters_python: Path, frozen_ref: bool = True) -> dict[str, Any]:
     """Ours against each requested peer for one method: medians, ratios ours/peer, parameter counts, memory.
 
-    With ``frozen_ref`` a third worker, our frozen backbone (only the head trains), joins the alternation, so the
-    overhead of the method over the backbone (``overhead``: step time ÷ the frozen step) is measured side by side.
+    With ``frozen_ref`` two more workers join the alternation: our frozen backbone (only the head trains) and our
+    backprop floor (the frozen backbone with the backward through it; see ``PEERS``), so the overhead of the method
+    over each (``overhead``, ``overhead_backprop``: step time ÷ the reference's step) is measured side by side.
     """
     wanted = ["ours", *[p for p in PEERS[method] if p in impls]]
     pythons = {impl: python_for(impl, adapters_python) for impl in wanted}
@@ -176,16 +180,20 @@ def bench_training(method: str, impls: list[str], shape: str | dict, batch: int,
                for impl, py in pythons.items() if py is None}
     requests = {impl: {"impl": impl, "method": method, "shape": shape, "batch": batch, "seq": seq,
                        "device": device, "seed": 0} for impl in wanted if impl not in skipped}
-    if frozen_ref and method != "frozen":
-        requests["frozen_ref"] = {**requests["ours"], "method": "frozen"}
-        pythons["frozen_ref"] = sys.executable
+    references = ("frozen", "backprop") if frozen_ref else ()
+    for ref in references:
+        if method != ref:
+            requests[f"{ref}_ref"] = {**requests["ours"], "method": ref}
+            pythons[f"{ref}_ref"] = sys.executable
     results, errors = alternate(requests, pythons, rounds, steps, warmup, batch)
     row: dict[str, Any] = {"method": method, "batch": batch, "seq": seq, "results": results,
-                           "errors": {**skipped, **errors}, "ratios": {}, "overhead": {}}
-    frozen = results.pop("frozen_ref", None) or (results.get("ours") if method == "frozen" else None)
-    if frozen is not None:
-        row["frozen_ref_s"] = frozen["median_s"]
-        row["overhead"] = {impl: r["median_s"] / frozen["median_s"] for impl, r in results.items()}
+                           "errors": {**skipped, **errors}, "ratios": {}, "overhead": {}, "overhead_backprop": {}}
+    found = {ref: results.pop(f"{ref}_ref", None) or (results.get("ours") if method == ref else None)
+             for ref in references}
+    for ref, key in (("frozen", "overhead"), ("backprop", "overhead_backprop")):
+        if found.get(ref) is not None:
+            row[f"{ref}_ref_s"] = found[ref]["median_s"]
+            row[key] = {impl: r["median_s"] / found[ref]["median_s"] for impl, r in results.items()}
     if "ours" in results:
         ours = results["ours"]
         for impl, peer in results.items():
@@ -287,6 +295,16 @@ def format_row(shape: str, row: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _ms(seconds: float | None) -> str:
+    return f"{1000 * seconds:.0f}" if seconds is not None else "–"
+
+
+def _overheads(overhead: dict[str, float]) -> str:
+    """``ours × ref | peers × ref`` cells."""
+    ours = f"{overhead['ours']:.3f}" if "ours" in overhead else "–"
+    return f"{ours} | " + (", ".join(f"{k} {v:.3f}" for k, v in overhead.items() if k != "ours") or "–")
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The result tables: ours against each peer, our overhead over the frozen backbone, merged-LoRA inference."""
     env = report["environment"]
@@ -309,12 +327,12 @@ def markdown(report: dict[str, Any]) -> str:
                              f"{ours['peak_delta_mib']:.0f} | "
                              f"{peer['peak_delta_mib']:.0f} | {mem} |")
             lines += [f"| {row['method']} | {impl} | failed: {err[:120]} |" for impl, err in row["errors"].items()]
-        rows = [r for r in block["training"] if r["overhead"]]
+        rows = [r for r in block["training"] if r["overhead"] or r.get("overhead_backprop")]
         if rows:
-            lines += ["", "| method | frozen ms (same rounds) | ours × frozen | peers × frozen |", "|---|---|---|---|"]
-            lines += [f"| {r['method']} | {1000 * r['frozen_ref_s']:.0f} | {r['overhead'].get('ours', float('nan')):.3f} | "
-                      + ", ".join(f"{k} {v:.3f}" for k, v in r["overhead"].items() if k != "ours") + " |"
-                      for r in rows]
+            lines += ["", "| method | frozen ms | backprop floor ms | ours × frozen | peers × frozen | ours × floor "
+                      "| peers × floor |", "|---|---|---|---|---|---|---|"]
+            lines += [f"| {r['method']} | {_ms(r.get('frozen_ref_s'))} | {_ms(r.get('backprop_ref_s'))} | "
+                      f"{_overheads(r['overhead'])} | {_overheads(r.get('overhead_backprop', {}))} |" for r in rows]
         infer = block.get("inference")
         if infer:
             lines += ["", "| inference (eval, no_grad) | ms | × base |", "|---|---|---|"]
@@ -339,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--full", action="store_true", help="also roberta_base at seq > 64 on CPU (slow)")
     parser.add_argument("--no-infer", action="store_true", help="skip the merged-LoRA inference latency")
     parser.add_argument("--no-frozen-ref", action="store_true",
-                        help="do not run our frozen backbone beside each method (no overhead column; faster)")
+                        help="do not run our frozen backbone and backprop floor beside each method (no overhead columns)")
     parser.add_argument("--threads", type=int, help="torch threads in every worker (default: torch's own)")
     parser.add_argument("--adapters-python", type=Path, default=ADAPTERS_PYTHON)
     parser.add_argument("--json", type=Path, help="write the full report here")

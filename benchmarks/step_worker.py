@@ -94,16 +94,24 @@ def build_ours(model: nn.Module, method: str) -> tuple[nn.Module, dict[str, Any]
     from peftbench.space import MethodSpec
 
     references = {"frozen": MethodSpec(name="frozen", train_head=True),
+                  "backprop": MethodSpec(name="backprop", train_head=True),
                   "layernorm": MethodSpec(name="layernorm", train_layer_norm=True, train_head=True)}
     spec = references[method] if method in references else load_method(method)
     report = apply_method(model, spec)
+    if method == "backprop":
+        model.enable_input_require_grads()
     return model, {"paper_params": report.paper, "stored_params": report.stored}
 
 
 def build_hf(model: nn.Module, method: str) -> tuple[nn.Module, dict[str, Any]]:
     """Plain transformers: ``full`` trains everything, ``frozen`` only the head, ``bitfit`` biases + head,
-    ``layernorm`` the LayerNorms + head (so the backward runs through the whole frozen backbone)."""
+    ``layernorm`` the LayerNorms + head (so the backward runs through the whole frozen backbone), ``backprop`` only
+    the head but with the embeddings' output requiring grad (transformers' ``enable_input_require_grads``), so the
+    backward computes the input gradient of every frozen layer and no weight gradient: the floor any method with a
+    module in the bottom layer pays."""
     model.requires_grad_(method == "full")
+    if method == "backprop":
+        model.enable_input_require_grads()
     if method == "bitfit":
         for name, p in model.named_parameters():
             p.requires_grad_(name.endswith(".bias"))

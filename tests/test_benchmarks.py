@@ -7,6 +7,8 @@ import math
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -24,7 +26,7 @@ def _positive(x: float) -> bool:
 
 def test_bench_step_report_structure(tmp_path, monkeypatch):
     """Our frozen backbone against plain transformers (the cheapest pair: no peft import), plus the merged-LoRA
-    inference block; 5 worker processes in all."""
+    inference block; 6 worker processes in all."""
     monkeypatch.setenv("BENCH_THREADS", "1")  # run() sets it too; monkeypatch restores it afterwards
     bench = _load("bench_step")
     missing = tmp_path / "no-venv" / "python"
@@ -43,6 +45,7 @@ def test_bench_step_report_structure(tmp_path, monkeypatch):
     ratio = row["ratios"]["hf"]
     assert _positive(ratio["time"]) and _positive(ratio["cpu_time"]) and ratio["trainable"] == 1.0
     assert row["overhead"]["ours"] == 1.0 and _positive(row["overhead"]["hf"])
+    assert set(row["overhead_backprop"]) == {"ours", "hf"} and _positive(row["backprop_ref_s"])
 
     infer = block["inference"]
     assert set(infer["results"]) == {"base", "lora_merged", "lora_unmerged"} and not infer["errors"]
@@ -50,4 +53,26 @@ def test_bench_step_report_structure(tmp_path, monkeypatch):
     assert all(_positive(v) for v in infer["ratios"].values()) and set(infer["ratios"]) == {"lora_merged",
                                                                                              "lora_unmerged"}
     tables = bench.markdown(report)
-    assert "| frozen | hf |" in tables and "lora_merged" in tables and "ours × frozen" in tables
+    assert "| frozen | hf |" in tables and "lora_merged" in tables and "ours × frozen" in tables and "ours × floor" in tables
+
+
+def test_backprop_floor_runs_the_backward_through_the_frozen_encoder():
+    """``backprop`` trains what ``frozen`` trains, but its loss backpropagates to the bottom layer's output."""
+    worker = _load("step_worker")
+    for impl in ("ours", "hf"):
+        for method in ("frozen", "backprop"):
+            model, _ = worker.BUILDERS[impl](worker.build_base(worker.SHAPES["tiny_bert"], None), method)
+            outputs = []
+            model.bert.encoder.layer[0].register_forward_hook(lambda _m, _i, out, seen=outputs: seen.append(out if isinstance(out, torch.Tensor) else out[0]))
+            loss = model(**worker.make_batch(model.config.vocab_size, 2, 8, 0, "cpu")).loss
+            (bottom,) = outputs
+            if bottom.requires_grad:
+                bottom.retain_grad()
+            loss.backward()
+            trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+            assert trainable and not any("encoder" in n or "embeddings" in n for n in trainable), (impl, method)
+            assert all(p.grad is None for n, p in model.named_parameters() if n not in trainable)
+            if method == "frozen":  # nothing below the head is differentiated
+                assert not bottom.requires_grad, impl
+            else:
+                assert bottom.grad is not None and bottom.grad.abs().sum() > 0, impl
