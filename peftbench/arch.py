@@ -25,6 +25,9 @@ class ArchMap:
       (sequential insertion reads it; both insertions write there).
     - ``head``: the task head (trained unless ``train_head=false``; never counted in the paper's budget).
     - ``first_token_is_cls``: prompts at ``start`` go after the first token so a [CLS] classifier still reads it.
+    - ``pools_last_token``: the classifier reads the last non-pad token, which transformers finds in
+      ``input_ids``; with ``inputs_embeds`` (prompt methods) it reads the last position, so the prompt hook moves
+      each row's content to the end (decoders use relative positions, so the shift changes nothing else).
     """
 
     layers: str
@@ -38,6 +41,7 @@ class ArchMap:
     head: tuple[str, ...]
     first_token_is_cls: bool = True
     attention_hook: bool = True
+    pools_last_token: bool = False
 
     @property
     def attn_in(self) -> str:
@@ -112,6 +116,7 @@ ARCHITECTURES: dict[str, ArchMap] = {
         ffn_w2="mlp.down_proj",
         head=("score",),
         first_token_is_cls=False,
+        pools_last_token=True,
     ),
 }
 

@@ -173,7 +173,8 @@ class _Injector:
             separator = separator if separator is not None else getattr(self.model.config, "sep_token_id", None)
             if separator is None:
                 raise SpecError("method.prompt.position=infix needs a separator token: pass the tokenizer")
-        inserter = PromptInserter(prompt, embeddings, self.arch.first_token_is_cls, separator, init_ids)
+        inserter = PromptInserter(prompt, embeddings, self.arch.first_token_is_cls, separator, init_ids,
+                                  right_align=self.arch.pools_last_token)
         self.model.peftbench_prompt = self.keep(inserter)
         self.model.register_forward_pre_hook(inserter.hook, with_kwargs=True)
         self.modified.append(embeddings)

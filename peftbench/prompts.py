@@ -33,9 +33,10 @@ class PromptInserter(nn.Module):
     """Holds the prompt (free vectors, or an LSTM encoder) and inserts it into every forward's input."""
 
     def __init__(self, spec: PromptSpec, embeddings: nn.Embedding, first_token_is_cls: bool,
-                 separator_id: int | None, init_ids: torch.Tensor | None) -> None:
+                 separator_id: int | None, init_ids: torch.Tensor | None, right_align: bool = False) -> None:
         super().__init__()
         self.length = spec.length
+        self.right_align = right_align  # padding first, content last (models that pool the last position)
         self.position = spec.position
         self.offset = 1 if first_token_is_cls else 0
         self.separator_id = separator_id
@@ -112,6 +113,15 @@ class PromptInserter(nn.Module):
             if value is not None:
                 fill = torch.ones if name == "attention_mask" else torch.zeros
                 kwargs[name] = self._insert(value, fill(b, self.length, dtype=value.dtype, device=value.device), where)
+        mask = kwargs.get("attention_mask")
+        if self.right_align and mask is not None:
+            # a stable sort of the mask puts padding first and keeps the content's order
+            order = torch.sort(mask, dim=1, stable=True).indices
+            for name in ("inputs_embeds", "attention_mask", "token_type_ids"):
+                value = kwargs.get(name)
+                if value is not None:
+                    index = order.view(*order.shape, *([1] * (value.dim() - 2))).expand_as(value)
+                    kwargs[name] = value.gather(1, index)
         if kwargs.get("position_ids") is not None:
             kwargs["position_ids"] = None  # the model numbers the longer sequence itself
         return (), kwargs

@@ -90,3 +90,21 @@ def test_merge_helpers_round_trip():
         merged = model(**batch).logits
         assert unmerge_modules(model) == 4
     torch.testing.assert_close(merged, before, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+@pytest.mark.parametrize("name", ["prompt", "ptuning"])
+def test_prompt_methods_score_a_padded_row_as_if_alone(kind, name):
+    """Padding must not change a row's logits. Llama pools the last non-pad token, which it finds in input_ids;
+    the prompt hook hands it inputs_embeds instead, so the hook right-aligns the content for such models."""
+    model = _model(kind)
+    apply_method(model, load_method(name))
+    model.eval()
+    batch = _batch(kind)
+    lengths = batch["attention_mask"].sum(1)
+    assert lengths.min() < lengths.max()  # the batch has padded rows
+    with torch.no_grad():
+        together = model(**batch).logits
+        for i, n in enumerate(lengths.tolist()):
+            alone = model(**{k: v[i : i + 1, :n] for k, v in batch.items()}).logits
+            torch.testing.assert_close(together[i : i + 1], alone, atol=1e-5, rtol=1e-4)
