@@ -64,11 +64,14 @@ def prepare(cfg: RunConfig) -> Prepared:
 
 
 def _optimizer(model: torch.nn.Module, cfg: RunConfig, lr: float) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases, LayerNorms, prefixes and prompts (vectors, not matrices)."""
+    """AdamW; no weight decay on biases and norms (1-D), nor on prefixes and prompts with their encoders (the
+    prefix MLP, P-tuning's LSTM): they produce inputs to the attention, not weights applied to it. Decay applies
+    to every other matrix: LoRA and adapter projections, the head, all weights under full fine-tuning."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.dim() >= 2 and "LayerNorm" not in name and "prefix" not in name else no_decay).append(p)
+            vectors = p.dim() < 2 or "LayerNorm" in name or "prefix" in name or "peftbench_prompt" in name
+            (no_decay if vectors else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=tuple(cfg.train.adam_betas),
                              eps=cfg.train.adam_eps)
