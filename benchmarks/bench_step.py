@@ -104,22 +104,23 @@ class Worker:
 
 @dataclass
 class Timing:
-    """The timed steps and the memory of one implementation of one method at one shape."""
+    """The timed steps and the memory of one implementation of one method at one shape (over all its processes)."""
 
     impl: str
     info: dict[str, Any]
     times: list[float] = field(default_factory=list)
     cpu_times: list[float] = field(default_factory=list)
-    peak_delta_mib: float = 0.0
-    peak_mib: float = 0.0
+    process_medians: list[float] = field(default_factory=list)
+    peaks_delta_mib: list[float] = field(default_factory=list)
+    peaks_mib: list[float] = field(default_factory=list)
 
     def summary(self, batch: int) -> dict[str, Any]:
         median = statistics.median(self.times)
         q = statistics.quantiles(self.times, n=4) if len(self.times) >= 2 else [median] * 3
         return {"impl": self.impl, "median_s": median, "q1_s": q[0], "q3_s": q[2], "n": len(self.times),
-                "median_cpu_s": statistics.median(self.cpu_times),
-                "examples_per_s": batch / median, "peak_delta_mib": self.peak_delta_mib,
-                "peak_mib": self.peak_mib, **self.info}
+                "median_cpu_s": statistics.median(self.cpu_times), "process_median_s": self.process_medians,
+                "examples_per_s": batch / median, "peak_delta_mib": statistics.median(self.peaks_delta_mib),
+                "peak_mib": statistics.median(self.peaks_mib), **self.info}
 
 
 def python_for(impl: str, adapters_python: Path) -> str | None:
@@ -129,12 +130,25 @@ def python_for(impl: str, adapters_python: Path) -> str | None:
 
 
 def alternate(requests: dict[str, dict[str, Any]], pythons: dict[str, str], rounds: int, steps: int,
-              warmup: int, batch: int) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+              warmup: int, batch: int, processes: int = 1) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Build one worker per implementation, discard ``warmup`` steps each, then ``rounds`` × (A B …) of
-    ``steps`` steps. Returns the summaries by implementation, and the errors of those that failed."""
-    workers = {key: Worker(pythons[key], request) for key, request in requests.items()}
+    ``steps`` steps, the order rotated each round (A B C, B C A, C A B, …) so no implementation always runs right
+    after the same neighbour. With ``processes`` > 1 all of that is repeated with fresh workers, because a
+    process keeps its own memory layout for its whole life (A/A pairs of full fine-tuning differ by up to 15 %
+    between two processes). Returns the summaries by implementation (steps pooled over processes, memory the
+    median of the processes' peaks), and the errors of those that failed."""
     errors: dict[str, str] = {}
     timings: dict[str, Timing] = {}
+    for _ in range(processes):
+        _one_process_set({k: r for k, r in requests.items() if k not in errors}, pythons, rounds, steps, warmup,
+                         timings, errors)
+    return {key: t.summary(batch) for key, t in timings.items() if key not in errors}, errors
+
+
+def _one_process_set(requests: dict[str, dict[str, Any]], pythons: dict[str, str], rounds: int, steps: int,
+                     warmup: int, timings: dict[str, Timing], errors: dict[str, str]) -> None:
+    workers = {key: Worker(pythons[key], request) for key, request in requests.items()}
+    first = {key: len(timings[key].times) if key in timings else 0 for key in workers}
 
     def attempt(key: str, call) -> dict[str, Any] | None:
         try:
@@ -142,32 +156,40 @@ def alternate(requests: dict[str, dict[str, Any]], pythons: dict[str, str], roun
         except WorkerError as err:
             errors[key] = str(err)
             workers.pop(key).close()
-            timings.pop(key, None)
             return None
 
     try:
         for key in list(workers):
             info = attempt(key, workers[key].ready)
             if info is not None:
-                timings[key] = Timing(requests[key]["impl"], info)
+                timings.setdefault(key, Timing(requests[key]["impl"], info))
         for key in list(workers):
             attempt(key, lambda w=workers[key]: w.run(warmup))
-        for _ in range(rounds):
-            for key in list(workers):
+        peaks: dict[str, dict[str, Any]] = {}
+        for i in range(rounds):
+            keys = list(workers)
+            if not keys:
+                break
+            for key in keys[i % len(keys):] + keys[: i % len(keys)]:  # rotate who goes first: no order bias
                 answer = attempt(key, lambda w=workers[key]: w.run(steps))
                 if answer is not None:
-                    timing = timings[key]
-                    timing.times += answer["times"]
-                    timing.cpu_times += answer["cpu_times"]
-                    timing.peak_delta_mib, timing.peak_mib = answer["peak_delta_mib"], answer["peak_mib"]
-        return {key: t.summary(batch) for key, t in timings.items()}, errors
+                    timings[key].times += answer["times"]
+                    timings[key].cpu_times += answer["cpu_times"]
+                    peaks[key] = answer
+        for key in workers:
+            timing = timings[key]
+            if key in peaks:
+                timing.process_medians.append(statistics.median(timing.times[first[key]:]))
+                timing.peaks_delta_mib.append(peaks[key]["peak_delta_mib"])
+                timing.peaks_mib.append(peaks[key]["peak_mib"])
     finally:
         for worker in workers.values():
             worker.close()
 
 
 def bench_training(method: str, impls: list[str], shape: str | dict, batch: int, seq: int, rounds: int, steps: int,
-                   warmup: int, device: str, adapters_python: Path, frozen_ref: bool = True) -> dict[str, Any]:
+                   warmup: int, device: str, adapters_python: Path, frozen_ref: bool = True,
+                   processes: int = 1) -> dict[str, Any]:
     """Ours against each requested peer for one method: medians, ratios ours/peer, parameter counts, memory.
 
     With ``frozen_ref`` two more workers join the alternation: our frozen backbone (only the head trains) and our
@@ -185,7 +207,7 @@ def bench_training(method: str, impls: list[str], shape: str | dict, batch: int,
         if method != ref:
             requests[f"{ref}_ref"] = {**requests["ours"], "method": ref}
             pythons[f"{ref}_ref"] = sys.executable
-    results, errors = alternate(requests, pythons, rounds, steps, warmup, batch)
+    results, errors = alternate(requests, pythons, rounds, steps, warmup, batch, processes)
     row: dict[str, Any] = {"method": method, "batch": batch, "seq": seq, "results": results,
                            "errors": {**skipped, **errors}, "ratios": {}, "overhead": {}, "overhead_backprop": {}}
     found = {ref: results.pop(f"{ref}_ref", None) or (results.get("ours") if method == ref else None)
@@ -253,6 +275,7 @@ class Settings:
     full: bool = False
     infer: bool = True
     frozen_ref: bool = True
+    processes: int = 1
     threads: int | None = None
     adapters_python: Path = ADAPTERS_PYTHON
 
@@ -269,11 +292,12 @@ def run(cfg: Settings, log=print, save=None) -> dict[str, Any]:
             if shape == "roberta_base" and seq > 64 and cfg.device == "cpu" and not cfg.full:
                 continue
             n = cfg.large_rounds if shape == "roberta_base" else cfg.rounds
-            block: dict[str, Any] = {"shape": shape, "seq": seq, "rounds": n, "steps": cfg.steps, "training": []}
+            block: dict[str, Any] = {"shape": shape, "seq": seq, "rounds": n, "steps": cfg.steps,
+                                     "processes": cfg.processes, "training": []}
             report["blocks"].append(block)
             for method in cfg.methods:
                 row = bench_training(method, cfg.impls, shape, cfg.batch, seq, n, cfg.steps, cfg.warmup, cfg.device,
-                                     cfg.adapters_python, cfg.frozen_ref)
+                                     cfg.adapters_python, cfg.frozen_ref, cfg.processes)
                 block["training"].append(row)
                 log(format_row(shape, row))
                 if save is not None:
@@ -313,7 +337,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"(with transformers {env.get('adapters_transformers', 'n/a')})", ""]
     for block in report["blocks"]:
         lines += [f"### {block['shape']}, batch {block['training'][0]['batch'] if block['training'] else '?'}, "
-                  f"seq {block['seq']} ({block['rounds']} rounds × {block['steps']} steps)", "",
+                  f"seq {block['seq']} ({block.get('processes', 1)} process sets × {block['rounds']} rounds × "
+                  f"{block['steps']} steps)", "",
                   "| method | peer | ours params | peer params | ours ms | peer ms | ours/peer time | ours/peer CPU "
                   "| ours ex/s | peer ex/s | ours MiB | peer MiB | ours/peer mem |", "|" + "---|" * 13]
         for row in block["training"]:
@@ -358,6 +383,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-infer", action="store_true", help="skip the merged-LoRA inference latency")
     parser.add_argument("--no-frozen-ref", action="store_true",
                         help="do not run our frozen backbone and backprop floor beside each method (no overhead columns)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="repeat each method with fresh worker processes this many times (per-process noise)")
     parser.add_argument("--threads", type=int, help="torch threads in every worker (default: torch's own)")
     parser.add_argument("--adapters-python", type=Path, default=ADAPTERS_PYTHON)
     parser.add_argument("--json", type=Path, help="write the full report here")
@@ -370,7 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = Settings(shapes=args.shapes.split(","), seqs=[int(s) for s in args.seqs.split(",")], batch=args.batch,
                    methods=methods, impls=args.impls.split(","), rounds=args.rounds, large_rounds=args.large_rounds,
                    steps=args.steps, warmup=args.warmup, device=args.device, full=args.full, infer=not args.no_infer,
-                   frozen_ref=not args.no_frozen_ref, threads=args.threads, adapters_python=args.adapters_python)
+                   frozen_ref=not args.no_frozen_ref, processes=args.processes, threads=args.threads, adapters_python=args.adapters_python)
     command = " ".join(["python", "benchmarks/bench_step.py", *(argv if argv is not None else sys.argv[1:])])
 
     def save(report: dict[str, Any]) -> None:

@@ -26,13 +26,14 @@ def _positive(x: float) -> bool:
 
 def test_bench_step_report_structure(tmp_path, monkeypatch):
     """Our frozen backbone against plain transformers (the cheapest pair: no peft import), plus the merged-LoRA
-    inference block; 6 worker processes in all."""
+    inference block; 9 worker processes in all (the pair and its backprop reference twice: ``processes=2``)."""
     monkeypatch.setenv("BENCH_THREADS", "1")  # run() sets it too; monkeypatch restores it afterwards
     bench = _load("bench_step")
     missing = tmp_path / "no-venv" / "python"
     assert bench.python_for("adapters", missing) is None  # a missing adapters venv skips that peer
     cfg = bench.Settings(shapes=["tiny_bert"], seqs=[8], batch=2, methods=["frozen"], impls=["ours", "hf"],
-                         rounds=2, steps=1, warmup=1, threads=1, adapters_python=missing)
+                         rounds=2, steps=1, warmup=1, processes=2, threads=1,
+                         adapters_python=missing)
     report = bench.run(cfg, log=lambda _s: None)
 
     assert report["environment"]["torch"] and report["environment"]["cores"] >= 1
@@ -40,7 +41,8 @@ def test_bench_step_report_structure(tmp_path, monkeypatch):
     (row,) = block["training"]
     assert row["method"] == "frozen" and set(row["results"]) == {"ours", "hf"} and not row["errors"]
     for result in row["results"].values():
-        assert result["n"] == 2 and _positive(result["median_s"]) and _positive(result["examples_per_s"])
+        assert result["n"] == 4 and _positive(result["median_s"]) and _positive(result["examples_per_s"])
+        assert len(result["process_median_s"]) == 2  # two fresh process sets, 2 rounds × 1 step each
         assert result["trainable"] > 0 and math.isfinite(result["peak_delta_mib"])
     ratio = row["ratios"]["hf"]
     assert _positive(ratio["time"]) and _positive(ratio["cpu_time"]) and ratio["trainable"] == 1.0
