@@ -397,7 +397,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = Settings(shapes=args.shapes.split(","), seqs=[int(s) for s in args.seqs.split(",")], batch=args.batch,
                    methods=methods, impls=args.impls.split(","), rounds=args.rounds, large_rounds=args.large_rounds,
                    steps=args.steps, warmup=args.warmup, device=args.device, full=args.full, infer=not args.no_infer,
-                   frozen_ref=not args.no_frozen_ref, processes=args.processes, threads=args.threads, adapters_python=args.adapters_python)
+                   frozen_ref=not args.no_frozen_ref, processes=args.processes, threads=args.threads,
+                   adapters_python=args.adapters_python)
     command = " ".join(["python", "benchmarks/bench_step.py", *(argv if argv is not None else sys.argv[1:])])
 
     def save(report: dict[str, Any]) -> None:

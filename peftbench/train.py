@@ -24,6 +24,8 @@ from peftbench.data import get_task, load_glue, make_collator, split_for_selecti
 from peftbench.inject import MethodReport, apply_method, export_reparameterisations
 from peftbench.metrics import compute_glue_metrics
 from peftbench.models import load_model, load_tokenizer
+from peftbench.prefix import PrefixEncoder, PrefixHeads
+from peftbench.prompts import PromptInserter
 
 
 class TrainingDiverged(RuntimeError):
@@ -67,11 +69,12 @@ def _optimizer(model: torch.nn.Module, cfg: RunConfig, lr: float) -> torch.optim
     """AdamW; no weight decay on biases and norms (1-D), nor on prefixes and prompts with their encoders (the
     prefix MLP, P-tuning's LSTM): they produce inputs to the attention, not weights applied to it. Decay applies
     to every other matrix: LoRA and adapter projections, the head, all weights under full fine-tuning."""
+    inputs = {id(p) for m in model.modules() if isinstance(m, PrefixEncoder | PrefixHeads | PromptInserter)
+              for p in m.parameters()}
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         if p.requires_grad:
-            vectors = p.dim() < 2 or "LayerNorm" in name or "prefix" in name or "peftbench_prompt" in name
-            (no_decay if vectors else decay).append(p)
+            (no_decay if p.dim() < 2 or id(p) in inputs else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=tuple(cfg.train.adam_betas),
                              eps=cfg.train.adam_eps)

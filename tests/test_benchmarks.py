@@ -29,11 +29,8 @@ def test_bench_step_report_structure(tmp_path, monkeypatch):
     inference block; 9 worker processes in all (the pair and its backprop reference twice: ``processes=2``)."""
     monkeypatch.setenv("BENCH_THREADS", "1")  # run() sets it too; monkeypatch restores it afterwards
     bench = _load("bench_step")
-    missing = tmp_path / "no-venv" / "python"
-    assert bench.python_for("adapters", missing) is None  # a missing adapters venv skips that peer
     cfg = bench.Settings(shapes=["tiny_bert"], seqs=[8], batch=2, methods=["frozen"], impls=["ours", "hf"],
-                         rounds=2, steps=1, warmup=1, processes=2, threads=1,
-                         adapters_python=missing)
+                         rounds=2, steps=1, warmup=1, processes=2, threads=1)
     report = bench.run(cfg, log=lambda _s: None)
 
     assert report["environment"]["torch"] and report["environment"]["cores"] >= 1
@@ -55,7 +52,16 @@ def test_bench_step_report_structure(tmp_path, monkeypatch):
     assert all(_positive(v) for v in infer["ratios"].values()) and set(infer["ratios"]) == {"lora_merged",
                                                                                              "lora_unmerged"}
     tables = bench.markdown(report)
-    assert "| frozen | hf |" in tables and "lora_merged" in tables and "ours × frozen" in tables and "ours × floor" in tables
+    assert "| frozen | hf |" in tables and "lora_merged" in tables
+    assert "ours × frozen" in tables and "ours × floor" in tables
+
+
+def test_a_missing_adapters_environment_skips_that_peer_and_says_why(tmp_path):
+    bench = _load("bench_step")
+    row = bench.bench_training("pa", ["ours", "adapters"], "tiny_bert", batch=2, seq=8, rounds=1, steps=1, warmup=0,
+                               device="cpu", adapters_python=tmp_path / "no-venv" / "python", frozen_ref=False)
+    assert set(row["results"]) == {"ours"} and not row["ratios"]
+    assert "requirements-adapters" in row["errors"]["adapters"]
 
 
 def test_backprop_floor_runs_the_backward_through_the_frozen_encoder():
@@ -65,7 +71,10 @@ def test_backprop_floor_runs_the_backward_through_the_frozen_encoder():
         for method in ("frozen", "backprop"):
             model, _ = worker.BUILDERS[impl](worker.build_base(worker.SHAPES["tiny_bert"], None), method)
             outputs = []
-            model.bert.encoder.layer[0].register_forward_hook(lambda _m, _i, out, seen=outputs: seen.append(out if isinstance(out, torch.Tensor) else out[0]))
+            def keep(_module, _inputs, out, seen=outputs):
+                seen.append(out if isinstance(out, torch.Tensor) else out[0])
+
+            model.bert.encoder.layer[0].register_forward_hook(keep)
             loss = model(**worker.make_batch(model.config.vocab_size, 2, 8, 0, "cpu")).loss
             (bottom,) = outputs
             if bottom.requires_grad:
