@@ -4,28 +4,31 @@
     python -m peftbench -m method=lora,mam task=sst2,rte seed=0,1,2
 
 Every job writes ``result.json`` in its run directory. Before Hydra starts, every combination of the sweep is
-composed and validated, so a typo or an impossible combination fails at once with one line (exit 2) instead of
-an hour into a sweep. A run that fails (missing data, NaN loss, ...) writes a ``failed`` record and the sweep
-goes on; the process then exits 1.
+composed and validated and ``results_root`` is checked, so a typo or an impossible combination fails at once
+with one line (exit 2) instead of an hour into a sweep. A run that fails (missing data, NaN loss, a record
+that cannot be written, ...) writes a ``failed`` record where it can, and the sweep goes on; the process then
+exits 1.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import re
 import sys
 import time
 import traceback
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from peftbench.config import CONF_DIR, as_plain, compose, fail, one_line_error, to_specs
+from peftbench.config import CONF_DIR, add_new_slots, as_plain, compose, fail, one_line_error, to_specs
 
 FAILED: list[str] = []
-MAX_CHECKED_COMBINATIONS = 256
+MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
 def _choices(overrides: list[str]) -> dict[str, list[str]]:
@@ -40,41 +43,90 @@ def _choices(overrides: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def _sweep_combinations(argv: list[str]) -> list[list[str]]:
-    """The override lists of every job a command line asks for, the grid of an experiment's
+def normalise_argv(argv: list[str]) -> list[str]:
+    """What the user means: ``-m`` anywhere (Hydra takes it only before the overrides) moves to the front, and
+    ``+method.modules.<new slot>.<field>=v`` adds a module slot (:func:`peftbench.config.add_new_slots`)."""
+    flags = [a for a in argv if a in MULTIRUN_FLAGS][:1]
+    return flags + add_new_slots([a for a in argv if a not in MULTIRUN_FLAGS])
+
+
+def _sweep_choices(argv: list[str]) -> dict[str, list[str]]:
+    """Each key of the jobs a command line asks for → its single-job overrides, the grid of an experiment's
     ``hydra.sweeper.params`` included (command-line keys win, as in Hydra)."""
     args = [a for a in argv if not a.startswith("-") and not a.startswith("hydra.") and not a.startswith("hydra/")]
     choices = _choices(args)
-    if "-m" in argv or "--multirun" in argv:
+    if any(a in MULTIRUN_FLAGS for a in argv):
         first = compose([c[0] for c in choices.values()], return_hydra_config=True)
         params = first.hydra.sweeper.params or {}
         choices.update(_choices([f"{k}={v}" for k, v in params.items() if k.lstrip("+~") not in choices]))
-    combos = itertools.product(*choices.values())
-    return [list(c) for c in itertools.islice(combos, MAX_CHECKED_COMBINATIONS)]
+    return choices
+
+
+def _plain_seed(override: str) -> bool:
+    """``seed=<int in range>``: a job with it composes exactly like the same job with another such seed."""
+    match = re.fullmatch(r"\+{0,2}seed=(\d+)", override)
+    return match is not None and int(match[1]) < 2**32
+
+
+def results_root_problem(root: str, write: bool) -> str | None:
+    """Why ``results_root`` cannot hold (``write``) or be searched for (resume) records; None when it can."""
+    path = Path(root).expanduser().absolute()
+    key = f"results_root={root!r}"
+    usage = "records are written and resumed from there" if write else "resume searches it for records"
+    need, what = (os.R_OK | os.W_OK | os.X_OK, "read and write") if write else (os.R_OK | os.X_OK, "read")
+    try:
+        if path.exists():
+            if not path.is_dir():
+                return f"{key} is not a directory ({usage}); give a directory or a path to create"
+            if not os.access(path, need):
+                return f"{key}: no permission to {what} {path} ({usage}); give a directory you can {what}"
+            return None
+        if not write:
+            return None  # nothing to resume from yet
+        parent = path.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            return f"{key} cannot be created: {parent} is not a writable directory ({usage})"
+    except OSError as err:  # a parent folder that cannot be searched
+        return f"{key} cannot be checked: {err.strerror} ({usage}); give a directory you can {what}"
+    return None
 
 
 def validate_command_line(argv: list[str]) -> None:
-    """Compose and validate each job of the command line; exit 2 with one line on the first bad one.
+    """Compose and validate each job of the command line, and check ``results_root``; exit 2 with one line on
+    the first problem.
 
-    Jobs that differ only by seed compose alike, so one seed is checked.
+    Jobs that differ only by seed compose alike, so every combination of the other keys is composed with the
+    first seed, and the other seeds are only checked to be plain integers (anything else is composed too):
+    the cost does not grow with the number of seeds.
     """
     from hydra import initialize_config_dir
 
+    multirun = any(a in MULTIRUN_FLAGS for a in argv)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         try:
-            combinations = _sweep_combinations(argv)
+            choices = _sweep_choices(argv)
         except Exception as err:
             fail(f"invalid command line: {one_line_error(err)}")
-        checked: set[tuple[str, ...]] = set()
-        for overrides in combinations:
-            key = tuple(o for o in overrides if not o.startswith("seed="))
-            if key in checked:
-                continue
-            checked.add(key)
+        seeds = choices.pop("seed", [])
+        combinations = (list(c) + seeds[:1] for c in itertools.product(*choices.values()))
+        odd_seeds = [s for s in seeds[1:] if not _plain_seed(s)]
+        first = [c[0] for c in choices.values()]
+        jobs = itertools.chain(combinations, ([*first, s] for s in odd_seeds))
+        roots: set[tuple[str, bool]] = set()
+        for overrides in jobs:
             try:
-                to_specs(compose(overrides))
+                cfg = compose(overrides)
+                to_specs(cfg)
             except Exception as err:
                 fail(f"{' '.join(overrides) or '(defaults)'}: {one_line_error(err)}")
+            if multirun or cfg.resume:
+                roots.add((str(cfg.results_root), multirun))
+    for root, write in sorted(roots):
+        problem = results_root_problem(root, write)
+        if problem:
+            fail(problem)
 
 
 def run_job(cfg: DictConfig) -> dict:
@@ -106,7 +158,13 @@ def run_job(cfg: DictConfig) -> dict:
         record["error"] = f"{type(err).__name__}: {one_line_error(err)}"
         record["traceback"] = traceback.format_exc(limit=8)
     record["time_s"] = time.perf_counter() - start
-    path = write_record(record, run_dir)
+    path = None
+    try:
+        path = write_record(record, run_dir)
+    except Exception as err:  # disk full, permissions: without its record the run is lost, so it failed
+        lost = f"cannot write its record in {run_dir}: {type(err).__name__}: {one_line_error(err)}"
+        record["error"] = f"{record['error']}; {lost}" if record["status"] == "failed" else lost
+        record["status"] = "failed"
     if tracker is not None:
         tracker.finish(record)
     if record["status"] == "completed":
@@ -114,7 +172,8 @@ def run_job(cfg: DictConfig) -> dict:
               f"{record['metric']}={record['score']:.4f} ({record['params']['paper_share']:.3%} params) → {path}")
     else:
         FAILED.append(f"{record['method']}/{record['task']}/seed {record['seed']}")
-        print(f"peftbench: error: run failed: {record['error']} (record: {path})", file=sys.stderr)
+        where = f"record: {path}" if path else "no record written"
+        print(f"peftbench: error: run failed: {record['error']} ({where})", file=sys.stderr)
     return record
 
 
@@ -126,7 +185,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    argv = sys.argv[1:]
+    argv = normalise_argv(sys.argv[1:])
+    sys.argv[1:] = argv  # what Hydra parses
     if not any(a in ("-h", "--help", "--hydra-help", "--info", "--cfg", "-c") or a.startswith("--info")
                for a in argv):
         validate_command_line(argv)

@@ -1,30 +1,60 @@
 """The typed schema of every config group, registered with Hydra's ConfigStore, and the compose helpers.
 
 Each YAML in ``conf/<group>/`` starts from its group's schema (``defaults: [base_<group>]``), so a typo in a YAML
-or a command-line override is an error at composition that names the key; semantic checks (impossible
-combinations) run in the specs' ``__post_init__`` when :func:`to_specs` builds them, before anything is loaded.
+or a command-line override is an error at composition that names the key; semantic checks (value ranges,
+impossible combinations) run in the specs' ``__post_init__`` when :func:`to_specs` builds them, which also
+checks layer selections against the model's depth where its config is at hand, before anything is loaded.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from peftbench.models import ModelSpec
-from peftbench.space import MethodSpec, SpecError
+from peftbench.models import ModelSpec, model_config, resolve_source
+from peftbench.space import MethodSpec, ModuleSpec, SpecError, parse_layers
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+MIN_MAX_LENGTH = 8  # room for the special tokens and a few of each segment's tokens
+SELECT_ON = ("held_out", "last")
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+#: The config group (registered below, no YAML) that creates the new slot of ``+method.modules.<slot>.*``.
+NEW_SLOT_GROUP = "method_slot"
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise SpecError(message)
+
+
+def _positive(key: str, value: float | None, optional: bool = False) -> None:
+    """``value`` > 0 and finite (or null where ``optional``)."""
+    if value is None and optional:
+        return
+    _require(value is not None and math.isfinite(value) and value > 0,
+             f"{key}={value} must be > 0{' (or null)' if optional else ''}")
 
 
 @dataclass
 class TaskSpec:
     name: str = "sst2"
     max_length: int = 128
+
+    def __post_init__(self) -> None:
+        from peftbench.data import GLUE_TASKS  # lazily: datasets is slow to import
+
+        _require(str(self.name).lower() in GLUE_TASKS,
+                 f"task.name={self.name!r} is not a GLUE task; valid: {', '.join(GLUE_TASKS)}")
+        _require(self.max_length >= MIN_MAX_LENGTH,
+                 f"task.max_length={self.max_length} must be >= {MIN_MAX_LENGTH} (tokens per example, "
+                 "special tokens included)")
 
 
 @dataclass
@@ -33,9 +63,23 @@ class DataSpec:
     glue_dir: str | None = None  # local GLUE folder; default $PEFTBENCH_GLUE_DIR, then ../shared/glue
     max_train_samples: int | None = None  # subsample train (None = all); deterministic per seed
     max_eval_samples: int | None = None  # smoke tests only: None = the full dev set (what is reported)
-    held_out: float = 0.1  # model selection split held out of train: a fraction, or a count if > 1
-    select_on: str = "held_out"  # held_out | none (keep the last epoch)
+    held_out: float = 0.1  # model selection split held out of train: a fraction in (0, 1), or a count >= 1
+    select_on: str = "held_out"  # held_out | last (keep the last epoch)
     cache_dir: str | None = None  # tokenised datasets; default ~/.cache/peftbench/tokenized
+
+    def __post_init__(self) -> None:
+        from peftbench.data import SOURCES
+
+        _require(self.source in SOURCES,
+                 f"data.source={self.source!r} is not valid; valid: {', '.join(SOURCES)}")
+        _require(self.select_on in SELECT_ON,
+                 f"data.select_on={self.select_on!r} is not valid; valid: {', '.join(SELECT_ON)}")
+        for key in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, key)
+            _require(value is None or value >= 1, f"data.{key}={value} must be >= 1 (or null: all examples)")
+        held = self.held_out
+        _require(math.isfinite(held) and (0 < held < 1 or (held >= 1 and float(held).is_integer())),
+                 f"data.held_out={held} is not valid; valid: a fraction in (0, 1) or an integer count >= 1")
 
 
 @dataclass
@@ -49,11 +93,29 @@ class TrainSpec:
     max_grad_norm: float = 1.0
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     adam_eps: float = 1e-6
-    mixed_precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32) | no | bf16 | fp16
+    mixed_precision: str = "auto"  # auto (bf16 where the GPU or CPU computes it natively, else fp32) | no | bf16 | fp16
+    group_by_length: bool = True  # length-grouped training batches (peftbench/batching.py); false: random
     cpu: bool = False  # force the CPU even where a GPU exists
     threads: int | None = None  # torch CPU threads (None: torch's default)
     log_every: int = 10
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "eval_batch_size", "log_every"):
+            _require(getattr(self, key) >= 1, f"train.{key}={getattr(self, key)} must be >= 1")
+        _require(self.threads is None or self.threads >= 1,
+                 f"train.threads={self.threads} must be >= 1 (or null: torch's default)")
+        _positive("train.lr", self.lr, optional=True)  # 0 would silently mean the preset's lr
+        _positive("train.max_grad_norm", self.max_grad_norm)
+        _positive("train.adam_eps", self.adam_eps)
+        _require(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+                 f"train.weight_decay={self.weight_decay} must be >= 0")
+        _require(0 <= self.warmup_ratio < 1, f"train.warmup_ratio={self.warmup_ratio} must lie in [0, 1)")
+        betas = list(self.adam_betas)
+        _require(len(betas) == 2 and all(0 <= b < 1 for b in betas),
+                 f"train.adam_betas={betas} must be two values in [0, 1), e.g. [0.9, 0.98]")
+        _require(self.mixed_precision in MIXED_PRECISION, f"train.mixed_precision={self.mixed_precision!r} "
+                 f"is not valid; valid: {', '.join(MIXED_PRECISION)}")
 
 
 @dataclass
@@ -78,6 +140,9 @@ class RunConfig:
     resume: bool = True  # skip a run whose completed record (same run key) exists under results_root
     results_root: str = "multirun"
 
+    def __post_init__(self) -> None:
+        _require(0 <= self.seed < 2**32, f"seed={self.seed} must lie in [0, 2**32)")
+
 
 def register_schemas() -> None:
     cs = ConfigStore.instance()
@@ -85,9 +150,38 @@ def register_schemas() -> None:
     for group, node in (("method", MethodSpec), ("model", ModelSpec), ("task", TaskSpec), ("data", DataSpec),
                         ("train", TrainSpec), ("logger", LoggerSpec)):
         cs.store(group=group, name=f"base_{group}", node=node)
+    # A module with every field missing: merged onto method.modules.<slot> it creates a new slot holding
+    # ModuleSpec's defaults, and leaves an existing slot as it is (a missing value overrides nothing).
+    slot = OmegaConf.structured(ModuleSpec)
+    for spec_field in fields(ModuleSpec):
+        slot[spec_field.name] = MISSING
+    cs.store(group=NEW_SLOT_GROUP, name="new", node=slot)
 
 
 register_schemas()
+
+_SLOT_OVERRIDE = re.compile(r"\+{1,2}method\.modules\.(\w+)[.=]")
+
+
+def add_new_slots(overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """Make ``+method.modules.<slot>.<field>=v`` add a module slot (ModuleSpec's defaults for other fields).
+
+    OmegaConf cannot create a typed ``ModuleSpec`` node from the plain dict that ``+`` makes for a new key, so
+    each such slot is first created by the config group ``+method_slot@method.modules.<slot>=new`` and its
+    overrides then set fields of an existing node (the ``+`` dropped).
+    """
+    out, created = [], {o for o in overrides if o.lstrip("+").startswith(f"{NEW_SLOT_GROUP}@")}
+    for override in overrides:
+        match = _SLOT_OVERRIDE.match(override)
+        if match is None:
+            out.append(override)
+            continue
+        create = f"+{NEW_SLOT_GROUP}@method.modules.{match[1]}=new"
+        if create not in created:
+            out.append(create)
+            created.add(create)
+        out.append(override.lstrip("+"))
+    return out
 
 
 def compose(overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bool = False) -> DictConfig:
@@ -96,10 +190,11 @@ def compose(overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bo
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    overrides, hydra = add_new_slots(overrides), return_hydra_config
     if GlobalHydra.instance().is_initialized():
-        return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=hydra)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=hydra)
 
 
 def to_specs(cfg: DictConfig) -> RunConfig:
@@ -109,7 +204,35 @@ def to_specs(cfg: DictConfig) -> RunConfig:
             OmegaConf.to_object(module)
         except SpecError as err:
             raise SpecError(str(err).replace("module", f"method.modules.{slot}", 1)) from None
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    specs: RunConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    check_layers(specs)
+    return specs
+
+
+def model_layers(spec: ModelSpec) -> int | None:
+    """The model's number of layers where its config is at hand without a download (the shape in its YAML, or
+    installed weights); None otherwise."""
+    source = resolve_source(spec.pretrained)
+    if not (spec.config.get("model_type") or (source and Path(source).is_dir())):
+        return None
+    try:
+        return getattr(model_config(spec, weights=False), "num_hidden_layers", None)
+    except Exception:  # an unusual config: the layers are checked when the model is built
+        return None
+
+
+def check_layers(specs: RunConfig) -> None:
+    """Each module's layer selection fits the model's layers (where their number is known before loading)."""
+    chosen = {slot: m.layers for slot, m in specs.method.modules.items() if str(m.layers).strip() != "all"}
+    num_layers = model_layers(specs.model) if chosen else None
+    if num_layers is None:
+        return
+    for slot, layers in chosen.items():
+        try:
+            parse_layers(layers, num_layers)
+        except SpecError as err:
+            message = str(err).replace("the model", f"model {specs.model.name}", 1)
+            raise SpecError(f"method.modules.{slot}.{message}") from None
 
 
 def one_line_error(err: BaseException) -> str:

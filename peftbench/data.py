@@ -14,6 +14,7 @@ Nothing here imports torch or transformers at module level.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import logging
@@ -249,8 +250,16 @@ def read_glue_tsv(path: str | os.PathLike, task: str | TaskInfo, split: str = "t
     info = task if isinstance(task, TaskInfo) else get_task(task)
     path = Path(path)
     raw = path.read_bytes()
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        text = raw[bom:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        at = bom + err.start
+        line = raw[:at].count(b"\n") + 1
+        message = f"{path}:{line}: byte {at} (0x{raw[at]:02x}) is not UTF-8; a GLUE TSV must be UTF-8 text"
+        raise DataError(message) from None
     # Split on "\n" only: str.splitlines() would also split on \x1c, \x85, \u2028 ... inside a sentence.
-    lines = raw.decode("utf-8-sig").split("\n")
+    lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     lines = [line.removesuffix("\r") for line in lines]
@@ -271,6 +280,10 @@ def read_glue_tsv(path: str | os.PathLike, task: str | TaskInfo, split: str = "t
     else:
         width = layout.num_columns
         text_at, label_at = list(layout.text_columns), layout.label_column
+
+    if not lines:
+        where = " after the header" if layout.header else ""
+        raise DataError(f"{path}: no data rows{where}; a split needs examples")
 
     columns: dict[str, list[Any]] = {f: [] for f in info.text_fields}
     labels: list[int | float] = []

@@ -10,8 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import platform
 import subprocess
+import uuid
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -89,9 +91,15 @@ def write_record(record: dict[str, Any], run_dir: str | Path) -> Path:
     record["finished_at"] = dt.datetime.now().isoformat(timespec="seconds")
     path = Path(run_dir) / "result.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(path)  # a reader never sees half a record
+    # A temporary name of this writer's own (two processes may write into one folder), in the same folder so
+    # the rename is atomic: a reader never sees half a record.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(json.dumps(record, indent=2, default=str))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -42,34 +42,41 @@ def _one_of(where: str, value: Any, valid: tuple[str, ...]) -> None:
         raise SpecError(f"{where}={value!r} is not valid; valid values: {', '.join(valid)}")
 
 
-def parse_layers(layers: str, num_layers: int) -> list[int]:
-    """Resolve a layer selection against a model with ``num_layers`` layers.
+LAYER_FORMS = "all, top:N, bottom:N, A-B, i,j,k"
+
+
+def parse_layers(layers: str, num_layers: int | None) -> list[int]:
+    """Resolve a layer selection against a model with ``num_layers`` layers (None: check the syntax, → []).
 
     ``all``; ``top:N`` (the last N layers, the prompt-depth ablation); ``bottom:N``; ``A-B`` (inclusive);
     or a comma list ``0,2,5``. Negative indices count from the top.
     """
     text = str(layers).strip().replace(" ", "")
+    depth = re.fullmatch(r"(top|bottom):(\d+)", text)
     span = re.fullmatch(r"(-?\d+)-(-?\d+)", text)
-    try:
-        if text == "all":
-            chosen = list(range(num_layers))
-        elif text.startswith(("top:", "bottom:")):
-            n = int(text.split(":", 1)[1])
-            if not 1 <= n <= num_layers:
-                raise SpecError(f"layers={layers!r} asks for {n} of {num_layers} layers")
-            chosen = list(range(num_layers - n, num_layers)) if text.startswith("top") else list(range(n))
-        elif span:
-            a, b = (int(g) + num_layers if int(g) < 0 else int(g) for g in span.groups())
-            chosen = list(range(a, b + 1))
-        else:
-            chosen = sorted({int(i) + num_layers if int(i) < 0 else int(i) for i in text.split(",")})
-    except ValueError as err:
-        raise SpecError(
-            f"layers={layers!r} is not a layer selection; valid forms: all, top:N, bottom:N, A-B, i,j,k"
-        ) from err
-    bad = [i for i in chosen if not 0 <= i < num_layers]
-    if bad or not chosen:
-        raise SpecError(f"layers={layers!r} selects {bad or 'no'} layers; the model has layers 0..{num_layers - 1}")
+    if not (text == "all" or depth or span or re.fullmatch(r"-?\d+(,-?\d+)*", text)):
+        raise SpecError(f"layers={layers!r} is not a layer selection; valid forms: {LAYER_FORMS}")
+    if depth and int(depth[2]) < 1:
+        raise SpecError(f"layers={layers!r} selects no layers; {depth[1]}:N needs N >= 1")
+    if num_layers is None:
+        return []
+    has = f"the model has layers 0..{num_layers - 1} ({num_layers} layers; negative indices count from top)"
+    if text == "all":
+        return list(range(num_layers))
+    if depth:
+        n = int(depth[2])
+        if n > num_layers:
+            raise SpecError(f"layers={layers!r} asks for {n} layers, but {has}; valid: {depth[1]}:N with "
+                            f"1 <= N <= {num_layers}, or all")
+        return list(range(num_layers - n, num_layers)) if depth[1] == "top" else list(range(n))
+    indices = [int(g) for g in span.groups()] if span else [int(i) for i in text.split(",")]
+    bad = [i for i in indices if not -num_layers <= i < num_layers]
+    if bad:
+        raise SpecError(f"layers={layers!r} names layer(s) {bad}, but {has}")
+    indices = [i + num_layers if i < 0 else i for i in indices]
+    chosen = list(range(indices[0], indices[1] + 1)) if span else sorted(set(indices))
+    if not chosen:
+        raise SpecError(f"layers={layers!r} selects no layers; A-B needs A <= B, and {has}")
     return chosen
 
 
@@ -127,7 +134,10 @@ class ModuleSpec:
             raise SpecError(f"{where}.dropout={self.dropout} must lie in [0, 1)")
         if self.learn_scale and self.composition != "scale":
             raise SpecError(f"{where}.learn_scale=true needs composition=scale, not {self.composition!r}")
-        parse_layers(self.layers, 10_000)  # syntax only; the range is checked against the model
+        try:
+            parse_layers(self.layers, None)  # syntax only; the range is checked against the model
+        except SpecError as err:
+            raise SpecError(f"{where}.{err}") from None
 
         if self.form == "prefix":
             if reps != ["attn_heads"]:

@@ -159,7 +159,8 @@ def test_missing_dir_and_files(tmp_path, monkeypatch):
         DataError, match=r"split 'train' needs .*SST-2/train\.tsv, which does not exist; .* has: dev\.tsv"
     ):
         load_glue("sst2", glue_dir=tmp_path)
-    assert load_glue("sst2", glue_dir=tmp_path, splits=["validation"])["validation"].num_rows == 0
+    with pytest.raises(DataError, match=r"SST-2/dev\.tsv: no data rows after the header"):
+        load_glue("sst2", glue_dir=tmp_path, splits=["validation"])
 
 
 @needs_glue

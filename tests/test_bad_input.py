@@ -1,0 +1,358 @@
+"""Bad input ends in one line naming what was wrong and what is valid (exit 2 before anything runs for a bad
+config), never in a traceback, a silent coercion or a record that looks completed (issue 10, point 7)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+import peftbench.__main__ as cli
+import peftbench.record
+from peftbench.config import compose, one_line_error, to_specs
+from peftbench.data import DataError, read_glue_tsv
+from peftbench.record import write_record
+from peftbench.space import ModuleSpec, SpecError, parse_layers
+from tests.conftest import tiny_model
+
+TINY = ["model=tiny_bert"]
+
+
+def spec_error(overrides: list[str], model: str = "tiny_bert") -> str:
+    """The one-line error of composing and validating ``overrides`` in-process (what the CLI prints)."""
+    with pytest.raises(Exception) as err:
+        to_specs(compose([f"model={model}", *overrides]))
+    message = one_line_error(err.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("train.epochs=0", "train.epochs=0 must be >= 1"),
+        ("train.epochs=-1", "train.epochs=-1 must be >= 1"),
+        ("data.held_out=1.5", "held_out=1.5 is not valid; valid: a fraction in (0, 1) or an integer count"),
+        ("data.held_out=0", "data.held_out=0.0 is not valid"),
+        ("data.held_out=-0.1", "data.held_out=-0.1 is not valid"),
+        ("train.lr=0", "train.lr=0.0 must be > 0 (or null)"),
+        ("train.lr=-1", "train.lr=-1.0 must be > 0"),
+        ("task.max_length=0", "task.max_length=0 must be >= 8"),
+        ("train.warmup_ratio=5", "train.warmup_ratio=5.0 must lie in [0, 1)"),
+        ("train.batch_size=0", "train.batch_size=0 must be >= 1"),
+        ("train.eval_batch_size=0", "train.eval_batch_size=0 must be >= 1"),
+        ("data.max_train_samples=0", "data.max_train_samples=0 must be >= 1 (or null"),
+        ("data.max_eval_samples=0", "data.max_eval_samples=0 must be >= 1 (or null"),
+        ("data.select_on=bogus", "data.select_on='bogus' is not valid; valid: held_out, last"),
+        ("data.source=bogus", "data.source='bogus' is not valid; valid: local, hub"),
+        ("train.mixed_precision=bogus", "mixed_precision='bogus' is not valid; valid: auto, no, bf16, fp16"),
+        ("train.weight_decay=-0.1", "train.weight_decay=-0.1 must be >= 0"),
+        ("train.max_grad_norm=0", "train.max_grad_norm=0.0 must be > 0"),
+        ("train.adam_eps=0", "train.adam_eps=0.0 must be > 0"),
+        ("train.adam_betas=[0.9]", "train.adam_betas=[0.9] must be two values in [0, 1)"),
+        ("train.adam_betas=[0.9,1.0]", "must be two values in [0, 1)"),
+        ("train.log_every=0", "train.log_every=0 must be >= 1"),
+        ("train.threads=0", "train.threads=0 must be >= 1 (or null"),
+        ("task.name=sst3", "task.name='sst3' is not a GLUE task; valid: cola, sst2"),
+        ("seed=-1", "seed=-1 must lie in [0, 2**32)"),
+        ("method.modules.attn.layers=top:x", "method.modules.attn.layers='top:x' is not a layer selection; "
+                                             "valid forms: all, top:N, bottom:N, A-B, i,j,k"),
+    ],
+)
+def test_bad_values_fail_at_compose(override, needle):
+    assert needle in spec_error([override])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["data.held_out=32"], ["data.held_out=1"], ["data.held_out=0.5"], ["train.lr=null"], ["train.lr=3e-4"],
+     ["train.warmup_ratio=0"], ["data.select_on=last"], ["data.source=hub"], ["train.threads=2"],
+     ["method.modules.attn.layers=top:2"], ["method.modules.attn.layers='0,-1'"]],
+)
+def test_valid_values_still_compose(overrides):
+    to_specs(compose([*TINY, *overrides]))
+
+
+def test_layer_count_is_checked_against_the_model_with_one_reason():
+    message = spec_error(["method.modules.attn.layers=top:99"])
+    assert message.startswith(
+        "method.modules.attn.layers='top:99' asks for 99 layers, but model tiny_bert has layers 0..1"
+    ), message
+    assert "not a layer selection" not in message and "1 <= N <= 2" in message
+    assert "but model minilm has layers 0..5" in spec_error(["method.modules.attn.layers=6"], model="minilm")
+
+
+@pytest.mark.parametrize(
+    ("layers", "needle"),
+    [("top:99", "asks for 99 layers, but the model has layers 0..1"), ("bottom:0", "bottom:N needs N >= 1"),
+     ("1-0", "selects no layers"), ("2", "names layer(s) [2], but the model has layers 0..1"),
+     ("x", "not a layer selection")],
+)
+def test_parse_layers_gives_one_reason(layers, needle):
+    with pytest.raises(SpecError) as err:
+        parse_layers(layers, 2)
+    assert needle in str(err.value) and err.value.__cause__ is None
+
+
+def test_layers_beyond_the_model_fail_at_injection_with_one_reason():
+    from peftbench.inject import apply_method
+    from peftbench.space import MethodSpec
+
+    with pytest.raises(SpecError) as err:
+        apply_method(tiny_model("bert"), MethodSpec(modules={"a": ModuleSpec(layers="top:99")}))
+    assert "asks for 99 layers, but the model has layers 0..1" in str(err.value)
+    assert err.value.__cause__ is None and "not a layer selection" not in one_line_error(err.value)
+
+
+# --------------------------------------------------------------------------------------- command line
+
+
+def validation_error(argv: list[str], capsys) -> str:
+    """What ``validate_command_line`` prints on stderr; it must exit 2 with one line."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.validate_command_line(cli.normalise_argv(argv))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.fixture
+def counted_composes(monkeypatch) -> list[list[str]]:
+    calls: list[list[str]] = []
+
+    def counting(overrides, *args, **kwargs):
+        calls.append(list(overrides))
+        return compose(overrides, *args, **kwargs)
+
+    monkeypatch.setattr(cli, "compose", counting)
+    return calls
+
+
+def test_every_combination_is_checked_once_however_many_seeds(capsys, counted_composes, tmp_path):
+    """The r=0 jobs came after the first 256 combinations (seeds × r), so they were never checked."""
+    err = validation_error(["-m", *TINY, "method.modules.attn.r=8,0", "seed=range(0,256)",
+                            f"results_root={tmp_path}"], capsys)
+    assert "method.modules.attn.r=0" in err and "r=0 must be a positive" in err
+    assert len(counted_composes) <= 3  # the sweep's first job (for its params), r=8, r=0: not × 256 seeds
+    counted_composes.clear()
+    cli.validate_command_line(["-m", *TINY, "method.modules.attn.r=8,4", "seed=range(0,5000)",
+                               f"results_root={tmp_path}"])
+    assert len(counted_composes) <= 3
+
+
+@pytest.mark.parametrize(("seeds", "needle"), [("seed=0,-1", "seed=-1 must lie in [0, 2**32)"),
+                                               ("seed=0,abc", "could not be converted to Integer")])
+def test_odd_seeds_beyond_the_first_are_still_checked(capsys, tmp_path, seeds, needle):
+    assert needle in validation_error(["-m", *TINY, seeds, f"results_root={tmp_path}"], capsys)
+
+
+@pytest.mark.parametrize(
+    ("args", "root", "needle"),
+    [(["-m"], "file", "is not a directory (records are written and resumed from there)"),
+     (["-m"], "file/sub", "cannot be created"),
+     ([], "file", "is not a directory (resume searches it"),
+     ([], "file/sub", None),  # a single run only searches it for completed records, and there are none
+     (["resume=false"], "file", None)],  # a single run without resume never reads it
+)
+def test_results_root_that_is_a_file_fails_before_any_run(capsys, tmp_path, args, root, needle):
+    (tmp_path / "file").write_text("not a folder")
+    argv = [*args, *TINY, f"results_root={tmp_path / root}"]
+    if needle is None:
+        cli.validate_command_line(argv)
+    else:
+        assert needle in validation_error(argv, capsys)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads any directory")
+def test_unreadable_results_root_fails_before_any_run(capsys, tmp_path):
+    root = tmp_path / "locked"
+    root.mkdir()
+    root.chmod(0)
+    try:
+        assert "no permission to read" in validation_error([*TINY, f"results_root={root}"], capsys)
+        message = validation_error(["-m", *TINY, f"results_root={root}"], capsys)
+        assert "no permission to read and write" in message
+    finally:
+        root.chmod(0o755)
+
+
+def test_multirun_flag_after_overrides_is_moved_to_the_front():
+    assert cli.normalise_argv(["model=tiny_bert", "-m", "seed=0"]) == ["-m", "model=tiny_bert", "seed=0"]
+    assert cli.normalise_argv(["seed=0", "--multirun"]) == ["--multirun", "seed=0"]
+    assert cli.normalise_argv(["seed=0"]) == ["seed=0"]
+
+
+# ----------------------------------------------------------------------------------- new module slots
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["+method.modules.extra.form=low_rank", "+method.modules.extra.representation=[ffn_w1]"],
+     ["+method.modules.extra={form:low_rank,representation:[ffn_w1]}"]],
+)
+def test_a_new_module_slot_can_be_added_from_the_command_line(overrides):
+    specs = to_specs(compose([*TINY, *overrides]))
+    extra = specs.method.modules["extra"]
+    assert isinstance(extra, ModuleSpec)
+    assert (extra.form, extra.representation) == ("low_rank", ["ffn_w1"])
+    assert (extra.r, extra.insertion, extra.layers) == (ModuleSpec.r, ModuleSpec.insertion, ModuleSpec.layers)
+    lora = to_specs(compose(TINY)).method.modules["attn"]
+    assert specs.method.modules["attn"] == lora  # the preset's slot is untouched
+
+
+def test_a_new_slot_is_validated_like_any_module():
+    assert "Key 'rank' not in 'ModuleSpec'" in spec_error(["+method.modules.extra.rank=4"])
+    slot = ["+method.modules.extra.form=low_rank", "+method.modules.extra.representation=[attn_q]"]
+    clash = spec_error(slot)
+    assert clash.startswith("method.modules.extra and method.modules.attn both modify 'attn_q'")
+    assert spec_error(["+method.modules.extra.form=prefix"]).startswith(
+        "method.modules.extra: form=prefix modifies attention heads")
+
+
+def test_plus_on_an_existing_slot_changes_only_the_field_given():
+    specs = to_specs(compose([*TINY, "+method.modules.attn.r=4"]))
+    attn = specs.method.modules["attn"]
+    assert attn.r == 4 and attn.representation == ["attn_q", "attn_v"]
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [(b"sentence\tlabel\n", "SST-2/train.tsv: no data rows after the header"),
+     (b"", "SST-2/train.tsv: empty file, expected a header line"),
+     (b"sentence\tlabel\nab\xff\xfe\t1\n", "SST-2/train.tsv:2: byte 17 (0xff) is not UTF-8; a GLUE TSV must"),
+     (b"\xef\xbb\xbfsentence\tlabel\nab\t1\n\x89PNG\t0\n",
+      "SST-2/train.tsv:3: byte 23 (0x89) is not UTF-8")],  # offsets count the BOM
+)
+def test_unusable_tsv_names_the_file(tmp_path, content, needle):
+    path = tmp_path / "SST-2" / "train.tsv"
+    path.parent.mkdir()
+    path.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        read_glue_tsv(path, "sst2")
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_headerless_split_without_rows(tmp_path):
+    path = tmp_path / "dev.tsv"
+    path.write_text("")
+    with pytest.raises(DataError, match=r"dev\.tsv: no data rows; a split needs examples"):
+        read_glue_tsv(path, "cola", "validation")
+
+
+# ------------------------------------------------------------------------------------------- records
+
+
+def _write_many(run_dir: str, writer: int, count: int) -> None:
+    for i in range(count):
+        write_record({"writer": writer, "i": i, "payload": "x" * 2000}, run_dir)
+
+
+def test_concurrent_writers_into_one_folder(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_write_many, args=(str(tmp_path), w, 150)) for w in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0]
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert record["i"] == 149 and record["finished_at"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]  # no temporary file left
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    def full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(peftbench.record, "os", SimpleNamespace(getpid=os.getpid, replace=full))
+    with pytest.raises(OSError, match="No space left"):
+        write_record({"status": "completed"}, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def stub_runs(monkeypatch, tmp_path):
+    """``run_job`` with training stubbed out (a completed run in no time) and a disk that is full."""
+    import peftbench.train
+
+    params = {"paper_share": 0.01}
+    monkeypatch.setattr(peftbench.train, "prepare", lambda specs: SimpleNamespace(
+        report=SimpleNamespace(as_dict=lambda: params)))
+    monkeypatch.setattr(peftbench.train, "train_and_evaluate", lambda specs, prep, tracker: {
+        "metrics": {"accuracy": 0.5}, "score": 0.5, "metric": "accuracy"})
+
+    def full(record, run_dir):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(peftbench.record, "write_record", full)
+    run_dir = SimpleNamespace(runtime=SimpleNamespace(output_dir=str(tmp_path / "run")))
+    monkeypatch.setattr(cli, "HydraConfig", SimpleNamespace(get=lambda: run_dir))
+    monkeypatch.setattr(cli, "FAILED", [])
+
+
+def test_a_record_that_cannot_be_written_fails_the_run(stub_runs, capsys):
+    record = cli.run_job(compose([*TINY, "resume=false"]))
+    assert record["status"] == "failed" and "No space left on device" in record["error"]
+    assert cli.FAILED == ["lora/sst2/seed 0"]
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot write its record" in err and "no record written" in err
+
+
+def test_the_sweep_summary_survives_records_that_cannot_be_written(stub_runs, capsys, monkeypatch):
+    def sweep() -> None:  # what Hydra's multirun does: one run_job per job
+        for seed in (0, 1):
+            cli.run_job(compose([*TINY, "resume=false", f"seed={seed}"]))
+
+    monkeypatch.setattr(cli, "_hydra_main", sweep)
+    monkeypatch.setattr(sys, "argv", ["peftbench", *TINY, "resume=false"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 1
+    assert "2 run(s) failed: lora/sst2/seed 0, lora/sst2/seed 1" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- end to end (subprocess)
+
+
+def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    cmd = [sys.executable, "-m", "peftbench", *args, "train.progress=false"]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [(["train.epochs=0"], "train.epochs=0 must be >= 1"),
+     (["-m", "method.modules.attn.r=8,0", "seed=range(0,256)"], "r=0 must be a positive"),
+     (["-m", "seed=0", "results_root=FILE"], "is not a directory")],
+)
+def test_cli_exits_2_with_one_line_and_no_record(tmp_path, args, needle):
+    (tmp_path / "FILE").write_text("")
+    out = run_cli(tmp_path, *TINY, *args, "hydra.run.dir=run")
+    assert out.returncode == 2, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and needle in out.stderr, out.stderr
+    assert not list(tmp_path.rglob("result.json"))
+
+
+@pytest.mark.slow
+def test_cli_accepts_multirun_flag_after_overrides_and_new_slots(tmp_path):
+    """A sweep whose one job fails fast (no GLUE folder) shows Hydra took ``-m`` late and the new slot."""
+    out = run_cli(tmp_path, *TINY, "-m", "task=rte", "data.glue_dir=missing", "results_root=runs",
+                  "+method.modules.extra.form=low_rank", "+method.modules.extra.representation=[ffn_w1]")
+    assert out.returncode == 1, out.stderr[-2000:]
+    (path,) = (tmp_path / "runs").rglob("result.json")
+    record = json.loads(path.read_text())
+    assert record["status"] == "failed" and "missing" in record["error"]
+    assert record["config"]["method"]["modules"]["extra"]["representation"] == ["ffn_w1"]
+    assert "1 run(s) failed" in out.stderr
