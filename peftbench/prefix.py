@@ -74,6 +74,7 @@ class PrefixHeads(nn.Module):
         self.composition = scale_module
         self.provided: torch.Tensor | None = None
         self.calls = 0  # how often the attention hook reached this module (tests check it fires)
+        self._gate_stats: list[torch.Tensor] | None = None  # [Σλ, count] while tracking (see gate_lambda)
         if own_prefix:
             self.prefix = nn.Parameter(torch.empty(2, length, num_kv_heads * head_dim, device=device, dtype=dtype))
             self.reset_parameters(init)
@@ -99,12 +100,52 @@ class PrefixHeads(nn.Module):
         kv = prefix.view(2, self.length, self.num_kv_heads, self.head_dim).transpose(1, 2)
         return kv[0].unsqueeze(0).expand(batch, -1, -1, -1), kv[1].unsqueeze(0).expand(batch, -1, -1, -1)
 
+    def start_gate_tracking(self) -> None:
+        """Accumulate the gate λ(x) of every real query token of the following forwards (evaluation only)."""
+        self._gate_stats = [torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)]
+
+    def stop_gate_tracking(self) -> float:
+        """The mean λ over the heads and real query tokens seen since :meth:`start_gate_tracking`."""
+        total, count = self._gate_stats or (torch.zeros(()), torch.zeros(()))
+        self._gate_stats = None
+        return float(total / count) if count > 0 else math.nan
+
+    @staticmethod
+    def gate_lambda(query: torch.Tensor, key: torch.Tensor, p_k: torch.Tensor, mask: torch.Tensor | None,
+                    scaling: float) -> torch.Tensor:
+        """λ(x) = Σ_i exp(q·P_k,i) / (Σ_i exp(q·P_k,i) + Σ_j exp(q·K_j)) per (batch, head, query), paper Eq. 8:
+        the attention mass the gated prefix takes. ``mask`` covers the real keys only (boolean, True = attend,
+        or additive)."""
+        rep = query.shape[1] // key.shape[1]
+        if rep > 1:
+            key, p_k = key.repeat_interleave(rep, dim=1), p_k.repeat_interleave(rep, dim=1)
+        q = query.float()
+        prefix = torch.logsumexp(q @ p_k.float().transpose(-1, -2) * scaling, dim=-1)
+        scores = q @ key.float().transpose(-1, -2) * scaling
+        if mask is not None:
+            scores = scores.masked_fill(~mask, -math.inf) if mask.dtype == torch.bool else scores + mask
+        return torch.sigmoid(prefix - torch.logsumexp(scores, dim=-1))
+
+    @torch.no_grad()
+    def _track_gate(self, query, key, p_k, attention_mask, causal: bool, scaling: float) -> None:
+        mask = _extend_mask(attention_mask, query, key, 0, causal)
+        lam = self.gate_lambda(query, key, p_k, mask, scaling)
+        real = torch.ones(lam.shape[0], 1, lam.shape[2], dtype=torch.bool, device=lam.device)
+        if mask is not None and mask.dtype == torch.bool and query.shape[2] == key.shape[2]:
+            real = mask.diagonal(dim1=-2, dim2=-1)  # a padded query row does not attend to itself
+        real = real.expand_as(lam)
+        self._gate_stats[0] += lam[real].double().sum().cpu()
+        self._gate_stats[1] += real.sum().cpu()
+
     def forward(self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 attention_mask: torch.Tensor | None, **kwargs):
         self.calls += 1
         p_k, p_v = self.keys_values(query.shape[0])
         if self.gate:
             causal = bool(kwargs.pop("is_causal", None) or getattr(module, "is_causal", False))
+            if self._gate_stats is not None:
+                self._track_gate(query, key, p_k, attention_mask, causal,
+                                 kwargs.get("scaling") or self.head_dim**-0.5)
             mask = _extend_mask(attention_mask, query, key, self.length, causal)
             return sdpa_attention_forward(module, query, torch.cat([p_k, key], 2), torch.cat([p_v, value], 2),
                                           mask, is_causal=False, **kwargs)

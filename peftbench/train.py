@@ -6,12 +6,15 @@ Setup, train and evaluate are separate functions; :func:`run` ties them together
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import psutil
 import torch
 from accelerate import Accelerator
@@ -19,6 +22,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from peftbench.batching import length_sorted_order, row_lengths, train_sampler
 from peftbench.config import RunConfig
 from peftbench.data import get_task, load_glue, make_collator, split_for_selection, subsample, tokenize_glue
 from peftbench.inject import MethodReport, apply_method, export_reparameterisations
@@ -30,6 +34,10 @@ from peftbench.prompts import PromptInserter
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class NonFiniteOutput(RuntimeError):
+    """The model's logits or a metric on an evaluation split are NaN or infinite: the run did not finish."""
 
 
 @dataclass
@@ -80,24 +88,74 @@ def _optimizer(model: torch.nn.Module, cfg: RunConfig, lr: float) -> torch.optim
                              eps=cfg.train.adam_eps)
 
 
+@dataclass
+class EvalSplit:
+    """An evaluation split batched from its longest to its shortest row; ``order`` maps batch rows to dataset rows."""
+
+    name: str
+    loader: Any
+    order: np.ndarray
+
+
+def eval_split(name: str, dataset, batch_size: int, collator) -> EvalSplit:
+    order = length_sorted_order(row_lengths(dataset))
+    loader = DataLoader(dataset.select(order), batch_size=batch_size, collate_fn=collator)
+    return EvalSplit(name, loader, order)
+
+
 @torch.no_grad()
-def evaluate_split(model, loader, accelerator: Accelerator, task: str) -> dict[str, float]:
+def predict(model, split: EvalSplit, accelerator: Accelerator, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions (class ids, or scores for a regression task) and references, in the dataset's row order.
+
+    Non-finite logits raise :class:`NonFiniteOutput`: an argmax over NaN would pass for a prediction.
+    """
     model.eval()
     preds, refs = [], []
-    for batch in loader:
+    for batch in split.loader:
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
         logits, labels = accelerator.gather_for_metrics((logits, batch["labels"]))
         preds.append(logits.float().cpu())
         refs.append(labels.cpu())
     logits = torch.cat(preds)
+    bad = int((~torch.isfinite(logits)).any(-1).sum())
+    if bad:
+        raise NonFiniteOutput(f"{bad} of {len(logits)} rows of {split.name} have non-finite logits; "
+                              f"the model diverged (try a smaller train.lr, or train.mixed_precision=no)")
     predictions = logits.squeeze(-1) if get_task(task).is_regression else logits.argmax(-1)
-    return compute_glue_metrics(task, predictions.numpy(), torch.cat(refs).numpy())
+    in_order = np.empty(len(split.order), dtype=predictions.numpy().dtype)
+    references = np.empty(len(split.order), dtype=torch.cat(refs).numpy().dtype)
+    in_order[split.order], references[split.order] = predictions.numpy(), torch.cat(refs).numpy()
+    return in_order, references
 
 
-def _mixed_precision(setting: str) -> str:
+def score(task: str, predictions: np.ndarray, references: np.ndarray, split: str) -> dict[str, float]:
+    """The GLUE metrics; a non-finite one (e.g. Pearson of constant predictions) raises NonFiniteOutput."""
+    metrics = compute_glue_metrics(task, predictions, references)
+    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+    if bad:
+        raise NonFiniteOutput(f"metric(s) {', '.join(bad)} on {split} are not finite: {metrics}")
+    return metrics
+
+
+def evaluate_split(model, split: EvalSplit, accelerator: Accelerator, task: str) -> dict[str, float]:
+    return score(task, *predict(model, split, accelerator, task), split.name)
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX-BF16 or AVX512-BF16); elsewhere torch emulates bf16 at a
+    fraction of fp32's speed (measured 16× slower than fp32 on an AVX2-only EPYC), so autocast would not pay."""
+    probes = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
+    return any(probe is not None and probe() for probe in probes)
+
+
+def resolve_mixed_precision(setting: str, force_cpu: bool = False) -> str:
+    """``auto``: bf16 autocast where the device computes bf16 natively (a bf16 GPU, an AMX/AVX512-BF16 CPU),
+    fp32 (``no``) otherwise; any other setting is kept as given."""
     if setting != "auto":
         return setting
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    if torch.cuda.is_available() and not force_cpu:
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if cpu_supports_bf16() else "no"
 
 
 def linear_warmup_decay(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -127,24 +185,27 @@ def train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None) -> dict[str
 def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None) -> dict[str, Any]:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    accelerator = Accelerator(cpu=cfg.train.cpu, mixed_precision=_mixed_precision(cfg.train.mixed_precision))
+    accelerator = Accelerator(cpu=cfg.train.cpu,
+                              mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision, cfg.train.cpu))
     task, lr = cfg.task.name, cfg.train.lr or cfg.method.lr
-    gen = torch.Generator().manual_seed(cfg.seed)
-    train_dl = DataLoader(prep.train, batch_size=cfg.train.batch_size, shuffle=True, collate_fn=prep.collator,
-                          generator=gen)
-    make = lambda ds: DataLoader(ds, batch_size=cfg.train.eval_batch_size, collate_fn=prep.collator)  # noqa: E731
-    select_dl = make(prep.select) if prep.select is not None else None
-    eval_dls = {name: make(ds) for name, ds in prep.evals.items()}
+    sampler = train_sampler(row_lengths(prep.train), cfg.train.batch_size, cfg.seed, cfg.train.group_by_length)
+    train_dl = DataLoader(prep.train, batch_size=cfg.train.batch_size, sampler=sampler, collate_fn=prep.collator,
+                          generator=sampler.generator)  # as DataLoader(shuffle=True, generator=...) before
+    select = (eval_split("held_out", prep.select, cfg.train.eval_batch_size, prep.collator)
+              if prep.select is not None else None)
+    evals = [eval_split(name, ds, cfg.train.eval_batch_size, prep.collator) for name, ds in prep.evals.items()]
     optimizer = _optimizer(prep.model, cfg, lr)
     total = cfg.train.epochs * math.ceil(len(prep.train) / cfg.train.batch_size)
     scheduler = linear_warmup_decay(optimizer, int(cfg.train.warmup_ratio * total), total)
     model, optimizer, train_dl, scheduler = accelerator.prepare(prep.model, optimizer, train_dl, scheduler)
-    select_dl = accelerator.prepare(select_dl) if select_dl is not None else None
-    eval_dls = {name: accelerator.prepare(dl) for name, dl in eval_dls.items()}
+    for split in ([select] if select is not None else []) + evals:
+        split.loader = accelerator.prepare(split.loader)
     trainable = [p for p in model.parameters() if p.requires_grad]
+    gates = GateMonitor(model)
 
     main = get_task(task).main_metric
     history, best, best_state, step, seen, train_time = [], -math.inf, None, 0, 0, 0.0
+    tokens = {"real": 0, "padded": 0}
     bar = tqdm(total=total, desc=f"{cfg.method.name}/{task}", disable=not cfg.train.progress, unit="step")
     for epoch in range(1, cfg.train.epochs + 1):
         model.train()
@@ -160,6 +221,8 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None) -> dict[st
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step, seen, n_batches = step + 1, seen + len(batch["labels"]), n_batches + 1
+            mask = batch["attention_mask"]
+            tokens["padded"], tokens["real"] = tokens["padded"] + mask.numel(), tokens["real"] + int(mask.sum())
             loss_value = loss.item()
             loss_sum += loss_value
             bar.update(1)
@@ -172,15 +235,20 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None) -> dict[st
         train_time += time.perf_counter() - epoch_start
         entry: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(n_batches, 1),
                                  "lr": scheduler.get_last_lr()[0]}
-        if select_dl is not None:
-            entry["select"] = evaluate_split(model, select_dl, accelerator, task)
+        if select is not None:
+            with gates.tracking() as lambdas:
+                entry["select"] = evaluate_split(model, select, accelerator, task)
+            if lambdas:
+                entry["gate_lambda"] = lambdas
             if entry["select"][main] > best:
                 best = entry["select"][main]
                 best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
                 entry["best"] = True
         history.append(entry)
         if tracker is not None:
-            tracker.log({f"select/{k}": v for k, v in entry.get("select", {}).items()} | {"epoch": epoch}, step=step)
+            logged = {f"select/{k}": v for k, v in entry.get("select", {}).items()} | {"epoch": epoch}
+            logged |= {f"select/gate_lambda/layer_{i}": v for i, v in enumerate(entry.get("gate_lambda", []))}
+            tracker.log(logged, step=step)
     bar.close()
 
     if best_state is not None:  # restore the epoch chosen on the held-out split
@@ -194,9 +262,16 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None) -> dict[st
 
     eval_start = time.perf_counter()
     metrics: dict[str, float] = {}
-    for name, loader in eval_dls.items():
-        suffix = "_mm" if name.endswith("mismatched") else ""
-        metrics.update({f"{k}{suffix}": v for k, v in evaluate_split(model, loader, accelerator, task).items()})
+    predictions: dict[str, dict[str, list]] = {}
+    gate_lambda: dict[str, list[float]] = {}
+    for split in evals:
+        suffix = "_mm" if split.name.endswith("mismatched") else ""
+        with gates.tracking() as lambdas:
+            preds, refs = predict(model, split, accelerator, task)
+        metrics.update({f"{k}{suffix}": v for k, v in score(task, preds, refs, split.name).items()})
+        predictions[split.name] = {"predictions": _plain(preds), "references": _plain(refs)}
+        if lambdas:
+            gate_lambda[split.name] = lambdas
     return {
         "metrics": metrics,
         "score": metrics[main],
@@ -208,10 +283,43 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None) -> dict[st
         "train_examples": len(prep.train),
         "throughput": {"train_examples_per_s": seen / train_time if train_time else None,
                        "train_time_s": train_time, "eval_time_s": time.perf_counter() - eval_start,
-                       "setup_time_s": prep.setup_s},
+                       "setup_time_s": prep.setup_s, "real_tokens": tokens["real"],
+                       "padded_tokens": tokens["padded"],
+                       "padding_ratio": tokens["padded"] / tokens["real"] if tokens["real"] else None},
         "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision,
+        "gate_lambda": gate_lambda or None,
+        "predictions": predictions,
     }
+
+
+def _plain(values: np.ndarray) -> list:
+    """Per-example predictions as JSON numbers: class ids as ints, regression scores to 7 significant digits
+    (fixed decimals would flatten a near-constant output and change its Pearson correlation)."""
+    if np.issubdtype(values.dtype, np.floating):
+        return [float(f"{v:.7g}") for v in values]
+    return [int(v) for v in values]
+
+
+class GateMonitor:
+    """The mean prefix gate λ(x) per layer over an evaluation split, for every gated prefix of a model.
+
+    λ near 1 means the layer attends almost only to its prefix — the signature of a collapsed prefix run.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.heads = [m for m in model.modules() if isinstance(m, PrefixHeads) and m.gate]
+
+    @contextlib.contextmanager
+    def tracking(self) -> Iterator[list[float]]:
+        """Yields a list that holds each gated layer's mean λ (bottom layer first) once the block ends."""
+        out: list[float] = []
+        for head in self.heads:
+            head.start_gate_tracking()
+        try:
+            yield out
+        finally:
+            out.extend(head.stop_gate_tracking() for head in self.heads)
 
 
 class PeakMemory:

@@ -5,11 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+from accelerate import Accelerator
+from datasets import Dataset
 from transformers import get_linear_schedule_with_warmup
 
+from peftbench import apply_method, load_method, train
+from peftbench.prefix import PrefixHeads
 from peftbench.train import linear_warmup_decay
+from tests.conftest import tiny_batch, tiny_model
 
 
 @pytest.mark.parametrize(("warmup", "total"), [(0, 10), (3, 10), (6, 100), (10, 10)])
@@ -57,3 +63,74 @@ def test_weight_decay_spares_vectors_prompts_and_prefixes(method):
         assert (id(p) in groups.get(0.0, set())) == spared, name
         if not spared:  # LoRA / adapter projections and the head's matrices
             assert id(p) in groups[0.1], name
+
+
+@pytest.mark.parametrize(
+    ("setting", "cuda", "cpu_bf16", "expected"),
+    [("auto", False, True, "bf16"), ("auto", False, False, "no"), ("auto", True, False, "bf16"),
+     ("no", False, True, "no"), ("bf16", False, False, "bf16"), ("fp16", True, True, "fp16")],
+)
+def test_auto_precision_is_bf16_only_where_the_device_computes_it(monkeypatch, setting, cuda, cpu_bf16, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(train, "cpu_supports_bf16", lambda: cpu_bf16)
+    assert train.resolve_mixed_precision(setting) == expected
+
+
+@pytest.mark.parametrize(("amx", "avx512_bf16", "expected"), [(True, False, True), (False, True, True),
+                                                               (False, False, False)])
+def test_cpu_bf16_support_reads_the_cpu_capabilities(monkeypatch, amx, avx512_bf16, expected):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    assert train.cpu_supports_bf16() is expected
+
+
+def test_gate_lambda_is_the_attention_mass_on_the_prefix():
+    """λ(x) (paper Eq. 8) equals the share of softmax attention over [P_k; K] that falls on the prefix columns."""
+    g = torch.Generator().manual_seed(0)
+    b, h, q, k, length, d = 2, 4, 6, 6, 3, 8
+    query, key = torch.randn(b, h, q, d, generator=g), torch.randn(b, h, k, d, generator=g)
+    p_k = torch.randn(b, h, length, d, generator=g)
+    mask = torch.ones(b, 1, q, k, dtype=torch.bool)
+    mask[1, ..., 4:] = False  # row 1 has two padded keys
+    lam = PrefixHeads.gate_lambda(query, key, p_k, mask, d**-0.5)
+    scores = torch.cat([query @ p_k.transpose(-1, -2), query @ key.transpose(-1, -2)], -1) * d**-0.5
+    full_mask = torch.cat([torch.ones(b, 1, q, length, dtype=torch.bool), mask], -1)
+    probs = torch.softmax(scores.masked_fill(~full_mask, -torch.inf), -1)
+    torch.testing.assert_close(lam, probs[..., :length].sum(-1))
+
+
+def test_gate_monitor_reports_one_lambda_per_gated_layer_only_while_tracking():
+    model = tiny_model("bert")
+    apply_method(model, load_method("prefix"))
+    monitor = train.GateMonitor(model)
+    batch = tiny_batch()
+    assert len(monitor.heads) == model.config.num_hidden_layers
+    with torch.no_grad(), monitor.tracking() as lambdas:
+        model(**batch)
+        assert lambdas == []  # filled when the block ends
+    assert len(lambdas) == model.config.num_hidden_layers and all(0 < x < 1 for x in lambdas)
+    with torch.no_grad():
+        model(**batch)  # not tracked: no state left behind
+    assert all(head._gate_stats is None for head in monitor.heads)
+    assert train.GateMonitor(tiny_model("bert")).heads == []
+
+
+def test_non_finite_logits_fail_the_evaluation():
+    """An argmax over NaN logits would pass for predictions; the run must fail instead."""
+    model = tiny_model("bert")
+    with torch.no_grad():
+        model.classifier.weight.fill_(float("nan"))
+    ds = Dataset.from_dict({"input_ids": [[5, 6, 7], [8, 9]], "attention_mask": [[1, 1, 1], [1, 1]],
+                            "labels": [0, 1]})
+    split = train.eval_split("validation", ds, 2, lambda rows: {
+        "input_ids": torch.tensor([r["input_ids"] + [0] * (3 - len(r["input_ids"])) for r in rows]),
+        "attention_mask": torch.tensor([r["attention_mask"] + [0] * (3 - len(r["attention_mask"])) for r in rows]),
+        "labels": torch.tensor([r["labels"] for r in rows])})
+    with pytest.raises(train.NonFiniteOutput, match="2 of 2 rows of validation have non-finite logits"):
+        train.predict(model, split, Accelerator(cpu=True), "sst2")
+
+
+def test_non_finite_metric_fails():
+    with pytest.raises(train.NonFiniteOutput, match="pearson"):
+        train.score("stsb", np.full(5, 2.0), np.array([0.0, 1.0, 2.0, 3.0, 4.0]), "validation")
