@@ -5,13 +5,19 @@ Every training run writes one self-describing record; this module is the only re
 - `load_records` finds `result.json` files recursively, flattens one row per run, reports unreadable records
   as `Problem`s instead of raising, and keeps one record per `run_key` (a resumed sweep that re-ran a job,
   or a directory given twice): the latest completed one by `finished_at`.
-- `summarize` aggregates completed runs per cell (task, method, model, design): n seeds, median and sample
-  std of the score ×100, the paper's parameter share in %, and the failed runs of the cell.
-- `markdown_table` renders paper Table 2 (rows = methods with their share, columns = tasks, median ± std);
+- `summarize` aggregates completed runs per cell (task, method, model, design) at the learning rate chosen on
+  the held-out split of train (never on dev; `choose_lr=False` keeps one row per lr): n seeds, median, sample
+  std, mean and its 95% t interval of the score ×100 (`peftbench.stats.describe`), the paper's parameter share
+  in %, and the failed runs of the cell.
+- `markdown_table` renders paper Table 2 (rows = methods with their share, columns = tasks, median ± std and
+  the chosen lr) and the mean [95% CI] of the same cells; `markdown_lr_table` shows held-out and dev per lr;
   `plot_budget_vs_score` draws paper Figure 1 (score against % of parameters on a log axis).
+- `compare` runs the comparisons each experiment declares (`peftbench.compare`) and any ``A:B`` asked for.
 
-CLI: ``python -m peftbench.report DIR [DIR ...] [--out OUTDIR] [--task T]`` writes summary.csv (one row per
-run, failed ones included), summary.md and budget_vs_score.png into OUTDIR (default: the first DIR).
+CLI: ``python -m peftbench.report DIR [DIR ...] [--out OUTDIR] [--task T] [--compare A:B ...]`` writes into
+OUTDIR (default: the first DIR): summary.csv (one row per run, failed ones included), cells.csv (one row per
+cell at its chosen lr), cells_by_lr.csv (one row per cell × lr), comparisons.csv, summary.md and
+budget_vs_score.png.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import hashlib
 import json
 import math
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,20 +36,25 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from peftbench import stats
+
 RECORD_NAME = "result.json"
 REQUIRED_KEYS = ("status", "method", "task", "model", "seed", "run_key")
 STATUSES = ("completed", "failed")
 PARAM_KEYS = ("trainable", "stored", "paper", "base", "paper_share")
 RUN_COLUMNS = [
     "status", "error", "method", "task", "model", "seed", "run_key", "sweep", "design_key", "metric", "score",
-    *(f"params.{k}" for k in PARAM_KEYS),
+    "lr", "select_score", "best_epoch", *(f"params.{k}" for k in PARAM_KEYS),
     "time_s", "peak_mem_mb", "train_examples_per_s", "finished_at", "n_dropped", "path",
 ]  # fmt: skip
+CELL = ["task", "method", "model", "design_key"]
 SUMMARY_COLUMNS = [
-    "task", "method", "model", "design_key", "label", "metric", "n", "n_failed", "median", "std",
+    "task", "method", "model", "design_key", "label", "metric", "lr", "lr_grid", "lr_choice", "chosen",
+    "select_score", "n", "n_failed", "n_failed_grid", "median", "std", "mean", "ci_low", "ci_high",
     "share_pct", "params_trainable", "params_stored", "params_paper", "seeds",
 ]  # fmt: skip
 MISSING = "—"
+NO_LR = -1.0  # the grouping key of runs whose learning rate is unknown
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,42 @@ def _read_record(path: Path) -> tuple[dict | None, str | None]:
     return record, None
 
 
+def _number(value: object) -> float | None:
+    try:
+        return float(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def record_lr(record: dict) -> float | None:
+    """The learning rate a run used: the record's `lr`; for a failed run (no `lr`) the resolved config's
+    ``train.lr``, else the method preset's ``method.lr``."""
+    if _number(record.get("lr")) is not None:
+        return _number(record["lr"])
+    config = record.get("config")
+    for section in ("train", "method"):
+        node = config.get(section) if isinstance(config, dict) else None
+        lr = _number(node.get("lr")) if isinstance(node, dict) else None
+        if lr is not None:
+            return lr
+    return None
+
+
+def selection_score(record: dict) -> float | None:
+    """The held-out selection score (``select[metric]``, 0–1) of the epoch a run kept: the last history entry
+    marked ``best: true`` (training marks each improvement), else the max over epochs; None without any."""
+    metric = record.get("metric")
+    history = [
+        h for h in record.get("history") or [] if isinstance(h, dict) and isinstance(h.get("select"), dict)
+    ]
+    values = [(bool(h.get("best")), _number(h["select"].get(metric))) for h in history]
+    kept = [v for best, v in values if best and v is not None]
+    if kept:
+        return kept[-1]
+    scores = [v for _, v in values if v is not None]
+    return max(scores) if scores else None
+
+
 def _flatten(record: dict, path: Path) -> dict:
     params = record.get("params") or {}
     throughput = record.get("throughput") or {}
@@ -102,6 +149,9 @@ def _flatten(record: dict, path: Path) -> dict:
         "design_key": design_key(record.get("design")),
         "metric": record.get("metric"),
         "score": record.get("score") if record["status"] == "completed" else None,
+        "lr": record_lr(record),
+        "select_score": selection_score(record) if record["status"] == "completed" else None,
+        "best_epoch": record.get("best_epoch"),
         **{f"params.{k}": params.get(k) for k in PARAM_KEYS},
         "time_s": record.get("time_s"),
         "peak_mem_mb": record.get("peak_mem_mb"),
@@ -157,49 +207,112 @@ def format_share(share_pct: float) -> str:
     return f"{share_pct:.3g}%" if share_pct >= 1 else f"{share_pct:.2g}%"
 
 
+def format_lr(lr: float | None) -> str:
+    """A learning rate as papers write it: 1e-4, 2.5e-4, 5e-5; ``?`` when unknown."""
+    if lr is None or not math.isfinite(lr):
+        return "?"
+    mantissa, exponent = f"{lr:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
 def _cell_row(key: tuple, done: pd.DataFrame, n_failed: int, fallback: pd.DataFrame) -> dict:
-    scores = done["score"].astype(float) * 100
+    """The statistics of the completed runs `done` of one cell at one lr (key = cell + lr)."""
+    scores = stats.describe(done["score"].astype(float).to_numpy() * 100)
+    select = pd.to_numeric(done["select_score"], errors="coerce")
     source = done if len(done) else fallback
     share = pd.to_numeric(source["params.paper_share"], errors="coerce").median() * 100
     return {
-        **dict(zip(("task", "method", "model", "design_key"), key, strict=True)),
+        **dict(zip(CELL, key[:4], strict=True)),
         "metric": source["metric"].dropna().iloc[0] if source["metric"].notna().any() else None,
+        "lr": key[4] if key[4] != NO_LR else math.nan,
+        "select_score": select.mean() * 100 if select.notna().any() else math.nan,
         "n": len(done),
         "n_failed": n_failed,
-        "median": scores.median() if len(done) else math.nan,
-        "std": scores.std(ddof=1) if len(done) > 1 else math.nan,
+        "median": scores.median, "std": scores.std, "mean": scores.mean,
+        "ci_low": scores.ci_low, "ci_high": scores.ci_high,
         "share_pct": share,
         **{
             f"params_{k}": pd.to_numeric(source[f"params.{k}"], errors="coerce").median()
             for k in ("trainable", "stored", "paper")
         },
         "seeds": sorted(int(s) for s in done["seed"]),
-    }
+    }  # fmt: skip
 
 
-def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Per cell (task, method, model, design): n seeds, median and sample std (ddof=1) of score ×100.
+def choose_lr_row(grid: pd.DataFrame) -> tuple[object | None, str]:
+    """The index of the row (one per lr of one cell) the cell reports, and how it was chosen.
 
-    Only completed runs enter the statistics; `n_failed` counts the failed runs of the cell (a failed run
-    without a design joins its (task, method, model) when that has a single design). A cell with only
-    failed runs has n = 0 and a NaN median. `label` is the Table 2 row name, e.g. ``lora (0.24%)``.
+    One lr: that one ("only"). Several: among the lrs with completed runs and a held-out selection score,
+    the highest mean held-out score; ties → fewer failed runs, then the smaller lr ("held-out"). The dev
+    score never enters. None when no lr qualifies ("all failed" / "no held-out score").
     """
-    keys = ["task", "method", "model", "design_key"]
+    if len(grid) == 1:
+        return grid.index[0], "only"
+    ran = grid[(grid["n"] > 0) & grid["select_score"].notna()]
+    if ran.empty:
+        return None, "all failed" if (grid["n"] == 0).all() else "no held-out score"
+
+    def rank(i: object) -> tuple[float, int, float]:
+        lr = ran.at[i, "lr"]
+        return (
+            -round(float(ran.at[i, "select_score"]), 7),
+            int(ran.at[i, "n_failed"]),
+            lr if lr >= 0 else math.inf,
+        )
+
+    return min(ran.index, key=rank), "held-out"
+
+
+def summarize(df: pd.DataFrame, choose_lr: bool = True) -> pd.DataFrame:
+    """Per cell (task, method, model, design; everything but the lr and the seed) at the lr of `choose_lr`:
+    n seeds, median, sample std (ddof=1), mean and its 95% t interval of score ×100 (`stats.describe`).
+
+    Only completed runs enter the statistics; `n_failed` counts the failed runs of the cell at its lr and
+    `n_failed_grid` at all its lrs (a failed run without a design joins its (task, method, model) when that has
+    a single design). A cell with only failed runs has n = 0 and a NaN median. `select_score` is the mean over
+    seeds of the held-out selection score ×100 of the kept epoch; `lr_grid` the lrs the cell ran; `label` the
+    Table 2 row name, e.g. ``lora (0.24%)``. With ``choose_lr=False``: one row per cell × lr, `chosen` marking
+    the lr the default view reports.
+    """
     if df.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    df = df.assign(_lr=pd.to_numeric(df.get("lr", pd.Series(index=df.index)), errors="coerce").fillna(NO_LR))
+    if "select_score" not in df:
+        df["select_score"] = math.nan
+    keys = [*CELL, "_lr"]
     done = df[df["status"] == "completed"]
     failed = df[df["status"] == "failed"].copy()
-    done_keys = set(done.groupby(keys).groups)
+    done_cells = set(done.groupby(CELL).groups)
     no_design = design_key(None)
     for i, row in failed.iterrows():
-        designs = {k[3] for k in done_keys if k[:3] == (row["task"], row["method"], row["model"])}
+        designs = {k[3] for k in done_cells if k[:3] == (row["task"], row["method"], row["model"])}
         if row["design_key"] == no_design and len(designs) == 1:
             failed.at[i, "design_key"] = designs.pop()
 
     failed_groups = dict(list(failed.groupby(keys))) if len(failed) else {}
+    done_keys = set(done.groupby(keys).groups)
     rows = [_cell_row(k, g, len(failed_groups.get(k, ())), g) for k, g in done.groupby(keys)]
     rows += [_cell_row(k, done.iloc[:0], len(g), g) for k, g in failed_groups.items() if k not in done_keys]
-    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    per_lr = pd.DataFrame(rows)
+    out = []
+    for _, grid in per_lr.groupby(CELL, sort=False):
+        chosen, how = choose_lr_row(grid)
+        extra = {
+            "lr_grid": sorted(grid["lr"].dropna()),
+            "lr_choice": how,
+            "n_failed_grid": grid["n_failed"].sum(),
+        }
+        if not choose_lr:
+            out += [{**r.to_dict(), **extra, "chosen": i == chosen} for i, r in grid.iterrows()]
+        elif chosen is not None:
+            out.append({**grid.loc[chosen].to_dict(), **extra, "chosen": True})
+        else:  # nothing to report honestly: no statistics, the failures of the whole grid
+            blank = dict.fromkeys(
+                ("lr", "select_score", "median", "std", "mean", "ci_low", "ci_high"), math.nan
+            )
+            out.append({**grid.iloc[0].to_dict(), **blank, **extra, "n": 0, "seeds": [], "chosen": False,
+                        "n_failed": extra["n_failed_grid"]})  # fmt: skip
+    summary = pd.DataFrame(out, columns=SUMMARY_COLUMNS)
     summary["label"] = [
         f"{m} ({format_share(s)})" if math.isfinite(s) else m
         for m, s in zip(summary["method"], summary["share_pct"], strict=True)
@@ -207,22 +320,48 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     # Two designs of one method with the same share would share a row name: tell them apart.
     clash = summary.groupby(["model", "label"])["design_key"].transform("nunique") > 1
     summary.loc[clash, "label"] = summary.loc[clash, "label"] + " [" + summary.loc[clash, "design_key"] + "]"
-    return summary.sort_values(["task", "model", "share_pct", "method"], ignore_index=True)
+    return summary.sort_values(
+        ["task", "model", "share_pct", "method", "design_key", "lr"], ignore_index=True
+    )
 
 
 def _format_cell(cell: pd.Series | None) -> str:
+    """``median ± std (lr 5e-4)``; the median alone for one seed; ``—`` for no completed run."""
     if cell is None or cell["n"] == 0:
         return MISSING
-    if cell["n"] == 1 or not math.isfinite(cell["std"]):
-        return f"{cell['median']:.1f}"
-    return f"{cell['median']:.1f} ± {cell['std']:.1f}"
+    text = f"{cell['median']:.1f}"
+    if cell["n"] > 1 and math.isfinite(cell["std"]):
+        text += f" ± {cell['std']:.1f}"
+    return text + (f" (lr {format_lr(cell['lr'])})" if math.isfinite(cell.get("lr", math.nan)) else "")
+
+
+def _format_ci(cell: pd.Series | None) -> str:
+    """``mean [ci_low, ci_high]``; the mean alone for one seed."""
+    if cell is None or cell["n"] == 0:
+        return MISSING
+    ci = f" [{cell['ci_low']:.1f}, {cell['ci_high']:.1f}]" if math.isfinite(cell["ci_low"]) else ""
+    return f"{cell['mean']:.1f}{ci}"
+
+
+def _task_grid(sub: pd.DataFrame, tasks: list[str], fmt: Callable[[pd.Series | None], str]) -> list[str]:
+    """Rows = methods with their share (and lr, in the per-lr view), columns = tasks, cells `fmt(cell)`."""
+    identity = ["method", "design_key", "label"] + (["lr_key"] if sub.duplicated(CELL).any() else [])
+    sub = sub.assign(lr_key=sub["lr"].fillna(NO_LR))
+    rows = sub.sort_values(["share_pct", "method", "lr_key"]).drop_duplicates(identity)
+    cells = {(*(r[k] for k in identity), r["task"]): r for _, r in sub.iterrows()}
+    lines = ["| method (share) | " + " | ".join(tasks) + " |", "|:---|" + "---:|" * len(tasks)]
+    for _, m in rows.iterrows():
+        row = [fmt(cells.get((*(m[k] for k in identity), t))) for t in tasks]
+        lines.append(f"| {m['label']} | " + " | ".join(row) + " |")
+    return lines
 
 
 def markdown_table(summary: pd.DataFrame) -> str:
-    """Paper Table 2: rows = methods with their share, columns = tasks, cells ``median ± std`` (×100).
+    """Paper Table 2: rows = methods with their share, columns = tasks, cells ``median ± std (lr …)`` (×100),
+    then the same cells as ``mean [95% CI]``.
 
-    A cell with one seed shows the median alone; a missing or all-failed cell shows ``—``.
-    With several models, one table per model under a heading.
+    A cell with one seed shows the median (mean) alone; a missing or all-failed cell shows ``—``.
+    With several models, one pair of tables per model under a heading.
     """
     if summary.empty:
         return "_No runs to report._"
@@ -236,26 +375,51 @@ def markdown_table(summary: pd.DataFrame) -> str:
     parts = []
     for model in models:
         sub = summary[summary["model"] == model]
-        methods = sub.sort_values(["share_pct", "method"]).drop_duplicates(["method", "design_key"])
-        cells = {(r["method"], r["design_key"], r["task"]): r for _, r in sub.iterrows()}
-        lines = [
-            "| method (share) | " + " | ".join(tasks) + " |",
-            "|:---|" + "---:|" * len(tasks),
-        ]
-        for _, m in methods.iterrows():
-            row = [_format_cell(cells.get((m["method"], m["design_key"], t))) for t in tasks]
-            lines.append(f"| {m['label']} | " + " | ".join(row) + " |")
         n = sub.loc[sub["n"] > 0, "n"]
-        caption = f"Model {model}: no completed runs."
-        if len(n):
-            seeds = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
-            caption = (
-                f"Model {model}; median ± sample std ×100 over {seeds} seed(s) of completed runs on the full "
-                f"dev set ({metrics}); share = the paper's parameter count / base model."
-            )
         heading = [f"### {model}", ""] if len(models) > 1 else []
-        parts.append("\n".join([*heading, *lines, "", caption]))
+        if not len(n):
+            parts.append("\n".join([*heading, *_task_grid(sub, tasks, _format_cell), "", f"Model {model}: no "
+                                    "completed runs."]))  # fmt: skip
+            continue
+        seeds = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
+        caption = (
+            f"Model {model}; median ± sample std ×100 over {seeds} seed(s) of completed runs on the full "
+            f"dev set ({metrics}); share = the paper's parameter count / base model"
+        )
+        if sub["lr"].notna().any():
+            caption += "; (lr …) = the cell's learning rate, chosen on the held-out split of train when it ran several"
+        ci_caption = (
+            "Mean ×100 [95% confidence interval of the mean: Student's t with n − 1 df] over the same runs; "
+            "one seed: the mean alone."
+        )
+        main, ci = _task_grid(sub, tasks, _format_cell), _task_grid(sub, tasks, _format_ci)
+        parts.append("\n".join([*heading, *main, "", caption + ".", "", *ci, "", ci_caption]))
     return "\n\n".join(parts)
+
+
+def markdown_lr_table(per_lr: pd.DataFrame) -> str:
+    """Every lr of the cells that ran several (`summarize(df, choose_lr=False)`): held-out and dev side by side,
+    the chosen one marked; empty when every cell ran one lr."""
+    if per_lr.empty or not per_lr.duplicated(CELL).any():
+        return ""
+    multi = per_lr[per_lr.duplicated(CELL, keep=False)]
+    model = multi["model"].nunique() > 1
+    lines = [
+        "| task | method (share) | lr | runs | failed | held-out ×100 | dev median ± std | dev mean [95% CI] | chosen |",
+        "|:---|:---|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for _, r in multi.iterrows():
+        label = f"{r['label']}, {r['model']}" if model else r["label"]
+        held_out = f"{r['select_score']:.1f}" if math.isfinite(r["select_score"]) else MISSING
+        dev = _format_cell(r.drop("lr"))
+        lines.append(f"| {r['task']} | {label} | {format_lr(r['lr'])} | {r['n']} | {r['n_failed']} | {held_out} "
+                     f"| {dev} | {_format_ci(r)} | {'✓' if r['chosen'] else ''} |")  # fmt: skip
+    caption = (
+        "Learning rate per cell. held-out = the mean over seeds of the selection score of the kept epoch, on the "
+        "split held out of train. The chosen lr (✓) has the highest held-out score; ties: fewer failed runs, then "
+        "the smaller lr; an lr whose runs all failed cannot be chosen. The dev columns never enter the choice."
+    )
+    return "\n".join(["## Learning rate per cell", "", *lines, "", caption])
 
 
 def plot_budget_vs_score(df: pd.DataFrame, path: str | Path | None, task: str | None = None) -> Figure:
@@ -319,12 +483,31 @@ def counts_line(df: pd.DataFrame, problems: list[Problem]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit code (2 when no usable record was found)."""
+    """CLI entry point; returns the exit code (2 when no usable record was found or an argument is wrong)."""
+    # compare builds on summarize, so it is imported here rather than at the top (an import cycle otherwise)
+    from peftbench import compare
+
     parser = argparse.ArgumentParser(prog="python -m peftbench.report", description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="directories searched recursively for result.json")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: the first DIR)")
     parser.add_argument("--task", default=None, help="report only this task")
+    parser.add_argument(
+        "--compare", action="append", default=[], metavar="A:B",
+        help="compare cells A against B (method names, or labels such as 'lora (0.65%%)'), per task; repeatable. "
+        "The comparisons an experiment declares (by its records' sweep name) are always made.",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=stats.N_RESAMPLES,
+        metavar="B",
+        help="bootstrap resamples (default %(default)s)",
+    )
     args = parser.parse_args(argv)
+    try:
+        specs = [compare.parse_compare(text) for text in args.compare]
+    except ValueError as err:
+        parser.error(str(err))
 
     df, problems = load_records(args.dirs)
     if args.task is not None:
@@ -334,22 +517,41 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"error: no usable {RECORD_NAME} records in {where} ({len(problems)} problems)", file=sys.stderr
         )
+        for problem in problems:
+            print(f"  {problem.path}: {problem.reason}", file=sys.stderr)
         return 2
 
     out = args.out or args.dirs[0]
     out.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path, png_path = out / "summary.csv", out / "summary.md", out / "budget_vs_score.png"
-    df.to_csv(csv_path, index=False)
-    table = markdown_table(summarize(df))
+    cells, per_lr = summarize(df), summarize(df, choose_lr=False)
+    comparisons, notes = compare.compare(df, specs, n_resamples=args.bootstrap)
+    written = {
+        "summary.csv": df, "cells.csv": cells, "cells_by_lr.csv": per_lr, "comparisons.csv": comparisons,
+    }  # fmt: skip
+    for name, frame in written.items():
+        frame.to_csv(out / name, index=False)
+    table = markdown_table(cells)
+    sections = [
+        "## Score per cell",
+        table,
+        markdown_lr_table(per_lr),
+        compare.markdown_comparisons(comparisons, notes),
+    ]
     problem_lines = [f"- `{p.path}`: {p.reason}" for p in problems]
-    md_path.write_text("\n".join([table, "", counts_line(df, problems), "", *problem_lines]).rstrip() + "\n")
-    plot_budget_vs_score(df, png_path)
+    body = "\n\n".join(s for s in sections if s)
+    (out / "summary.md").write_text(
+        "\n".join([body, "", counts_line(df, problems), "", *problem_lines]).rstrip() + "\n"
+    )
+    plot_budget_vs_score(df, out / "budget_vs_score.png")
 
     print(table)
+    if len(comparisons):
+        print()
+        print(compare.markdown_comparisons(comparisons, notes))
     print()
     print(counts_line(df, problems))
-    for path in (csv_path, md_path, png_path):
-        print(f"wrote {path}")
+    for name in [*written, "summary.md", "budget_vs_score.png"]:
+        print(f"wrote {out / name}")
     return 0
 
 

@@ -9,9 +9,21 @@ import statistics
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from scipy import stats
 
-from peftbench.report import Problem, load_records, main, markdown_table, plot_budget_vs_score, summarize
+from peftbench.report import (
+    Problem,
+    load_records,
+    main,
+    markdown_lr_table,
+    markdown_table,
+    plot_budget_vs_score,
+    record_lr,
+    selection_score,
+    summarize,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "results.ipynb"
@@ -44,25 +56,43 @@ def make_record(
     status: str = "completed",
     run_key: str | None = None,
     finished_at: str = "2026-11-23T12:00:00",
+    lr: float | None = None,
+    select: float = 0.9,
+    sweep: str = "table2",
+    predictions: list[int] | None = None,
+    references: list[int] | None = None,
 ) -> dict:
-    """A synthetic record following the fixed schema."""
+    """A synthetic record following the fixed schema; with `lr`, the record's `lr` (the config's when failed),
+    the held-out selection score `select` on the kept (second) epoch, and optional per-example dev predictions."""
     metrics = {} if status == "failed" else {"accuracy": score, "f1": score - 0.01}
-    return {
+    lr_key = "" if lr is None else f"-lr{lr:g}"
+    history = [{"epoch": 1, "train_loss": 0.5, "select": {"accuracy": 0.9}, "lr": 1e-4}]
+    if lr is not None:
+        history = [
+            {"epoch": 1, "train_loss": 0.6, "select": {"accuracy": select - 0.05}, "lr": lr, "best": True},
+            {"epoch": 2, "train_loss": 0.5, "select": {"accuracy": select}, "lr": 0.0, "best": True},
+        ]
+    record = {
         "status": status,
         "error": "RuntimeError: CUDA out of memory" if status == "failed" else None,
         "method": method, "task": task, "model": "minilm", "seed": seed,
-        "run_key": run_key or f"{method}-{task}-{seed}",
-        "sweep": "table2",
+        "run_key": run_key or f"{method}-{task}-{seed}{lr_key}",
+        "sweep": sweep,
         "design": DESIGNS[method],
         "params": {"trainable": 1000 + 10 * len(method), "stored": 900, "paper": 800, "base": 22_000_000,
                    "paper_share": SHARES[method]},
         "metric": "accuracy", "metrics": metrics,
         "score": None if status == "failed" else score,
-        "history": [{"epoch": 1, "train_loss": 0.5, "select": {"accuracy": 0.9}, "lr": 1e-4}],
+        "history": [] if status == "failed" else history,
         "time_s": 12.3, "peak_mem_mb": 900.0, "throughput": {"train_examples_per_s": 40.0},
         "versions": {"torch": "x", "transformers": "y", "peftbench": "0.1.0"}, "git_commit": None,
-        "config": {"seed": seed}, "finished_at": finished_at,
+        "config": {"seed": seed, "train": {"lr": lr}, "method": {"lr": None}}, "finished_at": finished_at,
     }  # fmt: skip
+    if lr is not None and status == "completed":
+        record["lr"] = lr
+    if predictions is not None:
+        record["predictions"] = {"validation": {"predictions": predictions, "references": references}}
+    return record
 
 
 def write(path: Path, record: dict | str) -> Path:
@@ -252,3 +282,134 @@ def test_budgets_of_one_method_are_separate_rows(tmp_path: Path) -> None:
     summary = summarize(load_records([tmp_path])[0])
     assert list(summary["label"]) == ["lora (0.24%)", "lora (0.47%)"] and list(summary["n"]) == [2, 2]
     assert "| lora (0.47%) | 92.0 ± 0.0 |" in markdown_table(summary)
+
+
+# ---- the learning rate chosen on the held-out split, never on dev -----------------------------------------
+
+#: lr → (held-out selection score, dev scores of seeds 0-2): 1e-3 is best on dev, 1e-4 on the held-out split.
+LR_GRID = {
+    1e-4: (0.95, [0.80, 0.82, 0.81]),
+    1e-3: (0.90, [0.88, 0.90, 0.89]),
+    3e-3: (0.70, [0.60, 0.62, 0.61]),
+}
+
+
+@pytest.fixture
+def lr_sweep(tmp_path: Path) -> Path:
+    """lora at three lrs × three seeds (3e-3 diverged once), adapter at one lr; held-out and dev disagree."""
+    root = tmp_path / "lr_sweep"
+    for lr, (select, dev) in LR_GRID.items():
+        for seed, score in enumerate(dev):
+            write(root / f"lora-{lr:g}-{seed}", make_record("lora", seed, score, lr=lr, select=select))
+    write(root / "lora-3e-3-fail", make_record("lora", 3, None, status="failed", lr=3e-3))
+    for seed in range(3):
+        write(root / f"adapter-{seed}", make_record("adapter", seed, 0.85, lr=1e-4, select=0.9))
+    return root
+
+
+def test_lr_is_chosen_on_held_out_not_dev(lr_sweep: Path) -> None:
+    df, _ = load_records([lr_sweep])
+    assert set(df["lr"].dropna()) == set(LR_GRID) and df["select_score"].max() == pytest.approx(0.95)
+    summary = summarize(df).set_index("method")
+    lora = summary.loc["lora"]
+    assert lora["lr"] == 1e-4 and lora["lr_choice"] == "held-out"  # not 1e-3, the best on dev
+    assert lora["median"] == pytest.approx(81.0) and lora["select_score"] == pytest.approx(95.0)
+    assert lora["lr_grid"] == sorted(LR_GRID) and lora["n"] == 3
+    assert lora["n_failed"] == 0 and lora["n_failed_grid"] == 1
+    assert summary.loc["adapter", "lr"] == 1e-4 and summary.loc["adapter", "lr_choice"] == "only"
+
+    per_lr = summarize(df, choose_lr=False)
+    lora_rows = per_lr[per_lr["method"] == "lora"].set_index("lr")
+    assert list(lora_rows.index) == sorted(LR_GRID) and list(lora_rows["chosen"]) == [True, False, False]
+    assert lora_rows.loc[1e-3, "median"] == pytest.approx(89.0) and lora_rows.loc[3e-3, "n_failed"] == 1
+
+    table = markdown_table(summarize(df))
+    assert "| lora (0.24%) | 81.0 ± 1.0 (lr 1e-4) |" in table and "(lr 1e-3)" not in table
+    lr_table = markdown_lr_table(per_lr)
+    assert "| sst2 | lora (0.24%) | 1e-4 | 3 | 0 | 95.0 | 81.0 ± 1.0 |" in lr_table
+    assert "| sst2 | lora (0.24%) | 3e-3 | 3 | 1 | 70.0 |" in lr_table and lr_table.count("| ✓ |") == 1
+    assert "adapter" not in lr_table  # a single lr: nothing to choose
+    # The per-lr view renders one row per lr in Table 2 form too.
+    assert "| lora (0.24%) | 89.0 ± 1.0 (lr 1e-3) |" in markdown_table(per_lr)
+
+
+def test_lr_ties_fewer_failures_then_smaller_lr_and_all_failed_lr_never_chosen(tmp_path: Path) -> None:
+    for lr in (1e-4, 3e-4, 1e-3):
+        for seed in range(2):
+            write(tmp_path / f"{lr:g}-{seed}", make_record("lora", seed, 0.8 + lr * 10, lr=lr, select=0.9))
+    write(tmp_path / "fail", make_record("lora", 2, None, status="failed", lr=1e-4))
+    for seed in range(2):  # an lr whose runs all failed
+        write(tmp_path / f"fail-{seed}", make_record("lora", seed, None, status="failed", lr=1e-2))
+    summary = summarize(load_records([tmp_path])[0])
+    assert summary["lr"].item() == 3e-4 and summary["n_failed_grid"].item() == 3  # tie: 1e-4 has a failure
+    assert summary["lr_grid"].item() == [1e-4, 3e-4, 1e-3, 1e-2]
+
+
+def test_cell_without_held_out_scores_is_not_chosen(tmp_path: Path) -> None:
+    for lr in (1e-4, 1e-3):
+        record = make_record("lora", 0, 0.8, lr=lr)
+        record["history"] = [{"epoch": 1, "train_loss": 0.5, "lr": lr}]  # data.select_on=last
+        write(tmp_path / f"{lr:g}", record)
+    summary = summarize(load_records([tmp_path])[0])
+    assert summary["lr_choice"].item() == "no held-out score" and summary["n"].item() == 0
+    assert math.isnan(summary["median"].item())
+
+
+def test_selection_score_and_lr_of_a_record() -> None:
+    record = make_record("lora", 0, 0.8, lr=5e-4, select=0.9)
+    assert selection_score(record) == pytest.approx(0.9)  # the last epoch marked best
+    record["history"][1]["best"] = False
+    assert selection_score(record) == pytest.approx(0.85)
+    for h in record["history"]:
+        h.pop("best", None)
+    assert selection_score(record) == pytest.approx(0.9)  # no mark: the max over epochs
+    assert record_lr(record) == 5e-4
+    failed = make_record("lora", 0, None, status="failed")
+    failed["config"] = {"train": {"lr": None}, "method": {"lr": 2.0e-3}}
+    assert "lr" not in failed and record_lr(failed) == 2e-3  # a failed run: the preset's lr from its config
+
+
+def test_cli_writes_cells_lr_table_and_comparisons(
+    lr_sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report"
+    assert main([str(lr_sweep), "--out", str(out), "--compare", "lora:adapter"]) == 0
+    cells = pd.read_csv(out / "cells.csv")
+    assert {"lr", "lr_grid", "select_score", "mean", "ci_low", "ci_high", "median", "std"} <= set(cells)
+    lora = cells.set_index("method").loc["lora"]
+    assert lora["lr"] == 1e-4 and lora["mean"] == pytest.approx(81.0)
+    assert lora["ci_low"] == pytest.approx(81.0 - stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3))
+    assert len(pd.read_csv(out / "cells_by_lr.csv")) == 4
+    comparisons = pd.read_csv(out / "comparisons.csv")
+    # table2 declares adapter vs lora; --compare adds lora vs adapter over all records.
+    assert set(zip(comparisons["a_method"], comparisons["source"], strict=True)) == {
+        ("adapter", "table2"), ("lora", "command line")
+    }  # fmt: skip
+    asked = comparisons.set_index("source").loc["command line"]
+    assert asked["n_pairs"] == 3 and asked["mean_diff"] == pytest.approx(81.0 - 85.0)
+    md = (out / "summary.md").read_text()
+    assert "## Learning rate per cell" in md and "## Comparisons" in md
+    assert "| lora (0.24%) vs adapter (0.47%) | 3 | -4.0 [" in md
+    assert "no dev predictions in 6 of 6 runs" in md
+    assert md.index("| method (share) |") < md.index("## Learning rate per cell") < md.index("## Comparisons")
+
+
+def test_cli_rejects_a_malformed_compare(results: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(results), "--compare", "lora"])
+    assert exit_info.value.code == 2 and "expected A:B" in capsys.readouterr().err
+
+
+def test_cli_lists_each_problem_when_no_record_is_usable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(tmp_path / "runs" / "0", '{"status": "completed", "method": "lora", "tas')
+    write(tmp_path / "runs" / "1", json.dumps({"status": "completed", "method": "lora"}))
+    assert main([str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("error: no usable result.json records") and "(2 problems)" in err[0]
+    assert len(err) == 3
+    assert (
+        err[1].strip().startswith(str(tmp_path / "runs" / "0" / "result.json")) and "invalid JSON" in err[1]
+    )
+    assert "1/result.json: missing required keys: task, model, seed, run_key" in err[2]
