@@ -87,3 +87,21 @@ def test_backprop_floor_runs_the_backward_through_the_frozen_encoder():
                 assert not bottom.requires_grad, impl
             else:
                 assert bottom.grad is not None and bottom.grad.abs().sum() > 0, impl
+
+
+def test_e2e_report_states_the_ratio_of_medians_and_the_paired_rounds():
+    e2e = _load("bench_e2e")
+
+    def run(rate: float, score: float) -> dict:
+        return {"examples_per_s": rate, "train_time_s": 1.0, "padding_ratio": 1.5, "score": score,
+                "mixed_precision": "no"}
+
+    old, new = list(e2e.VARIANTS)
+    report = {"args": {"method": "lora", "task": "sst2", "model": "minilm", "samples": 100, "epochs": 1,
+                       "rounds": 3, "seed": 0}, "argv": "", "machine": "cpu", "padding": None, "bf16": None,
+              "runs": {old: [run(10, 0.7), run(20, 0.8), run(30, 0.9)],
+                       new: [run(25, 0.7), run(50, 0.8), run(90, 0.9)]}}
+    text = e2e.markdown(report)
+    assert "Speed-up new / old: 2.50×" in text  # median 50 / median 20
+    assert "per round 2.50, 2.50, 3.00" in text
+    assert "80.00 ± 10.00" in text
