@@ -98,7 +98,10 @@ def experiment_comparisons(sweep: object) -> list[ComparisonSpec]:
 
 def _named(cells: pd.DataFrame, name: str) -> pd.DataFrame:
     by_method = cells[cells["method"] == name]
-    return by_method if len(by_method) else cells[cells["label"] == name]
+    if len(by_method):
+        return by_method
+    base_label = cells["label"].str.split(" · ", n=1).str[0]  # the label without the setting (data size, ...)
+    return cells[(cells["label"] == name) | (base_label == name)]
 
 
 def _budget(cell: pd.Series) -> float:
@@ -134,9 +137,9 @@ def match_cells(
     missing = [name for name in (spec.a, spec.b) if _named(cells, name).empty]
     if missing:
         return [], [f"{spec.source}: {spec.a} vs {spec.b}: no completed runs of {' or '.join(missing)}"]
-    for (task, model), sub in cells.groupby(["task", "model"], sort=True):
+    for (task, model, setting), sub in cells.groupby(["task", "model", "setting"], sort=True):
         a, b = _named(sub, spec.a), _named(sub, spec.b)
-        where = f"{spec.source}, {task}, {model}: {spec.a} vs {spec.b}"
+        where = f"{spec.source}, {task}, {model}{f' ({setting})' if setting else ''}: {spec.a} vs {spec.b}"
         if a.empty or b.empty:
             if len(a) or len(b):
                 notes.append(f"{where}: no completed runs of {spec.a if a.empty else spec.b}")

@@ -37,6 +37,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from peftbench import stats
+from peftbench.record import NOT_IN_KEY
 
 RECORD_NAME = "result.json"
 REQUIRED_KEYS = ("status", "method", "task", "model", "seed", "run_key")
@@ -44,12 +45,16 @@ STATUSES = ("completed", "failed")
 PARAM_KEYS = ("trainable", "stored", "paper", "base", "paper_share")
 RUN_COLUMNS = [
     "status", "error", "method", "task", "model", "seed", "run_key", "sweep", "design_key", "metric", "score",
-    "lr", "select_score", "best_epoch", *(f"params.{k}" for k in PARAM_KEYS),
+    "setting", "lr", "select_score", "best_epoch", *(f"params.{k}" for k in PARAM_KEYS),
     "time_s", "peak_mem_mb", "train_examples_per_s", "finished_at", "n_dropped", "path",
 ]  # fmt: skip
-CELL = ["task", "method", "model", "design_key"]
+CELL = ["task", "method", "model", "design_key", "setting"]
+#: config sections whose keys can make runs of one design differ (data size, epochs, batch size, ...)
+SETTING_SECTIONS = ("data", "train", "task")
+#: keys that never define a setting: the lr (chosen per cell), the task's name, what does not change the result
+NOT_SETTING = frozenset({*NOT_IN_KEY, "train.lr", "task.name"})
 SUMMARY_COLUMNS = [
-    "task", "method", "model", "design_key", "label", "metric", "lr", "lr_grid", "lr_choice", "chosen",
+    "task", "method", "model", "design_key", "setting", "label", "metric", "lr", "lr_grid", "lr_choice", "chosen",
     "select_score", "n", "n_failed", "n_failed_grid", "median", "std", "mean", "ci_low", "ci_high",
     "share_pct", "params_trainable", "params_stored", "params_paper", "seeds",
 ]  # fmt: skip
@@ -147,6 +152,7 @@ def _flatten(record: dict, path: Path) -> dict:
         **{k: record.get(k) for k in ("status", "error", "method", "task", "model", "seed", "run_key")},
         "sweep": record.get("sweep"),
         "design_key": design_key(record.get("design")),
+        "_setting": setting_items(record),
         "metric": record.get("metric"),
         "score": record.get("score") if record["status"] == "completed" else None,
         "lr": record_lr(record),
@@ -164,6 +170,30 @@ def _flatten(record: dict, path: Path) -> dict:
     return row
 
 
+def setting_items(record: dict) -> dict[str, str]:
+    """The record's training setting: every ``data.*``, ``train.*`` and ``task.*`` key of its resolved config
+    (JSON-encoded values) except those of `NOT_SETTING`; empty without a config."""
+    config = record.get("config")
+    items: dict[str, str] = {}
+    for section in SETTING_SECTIONS:
+        node = config.get(section) if isinstance(config, dict) else None
+        for key, value in (node or {}).items() if isinstance(node, dict) else ():
+            dotted = f"{section}.{key}"
+            if dotted not in NOT_SETTING:
+                items[dotted] = json.dumps(value, sort_keys=True, default=str)
+    return items
+
+
+def setting_labels(items: list[dict[str, str]]) -> list[str]:
+    """Per run, the keys of its setting that differ between the given runs, as ``max_train_samples=4000,
+    epochs=2`` (the section dropped unless two sections share the name); "" where no key differs."""
+    keys = list(dict.fromkeys(k for row in items for k in row))  # in the config's order
+    varying = [k for k in keys if len({row.get(k) for row in items}) > 1]
+    names = [k.split(".", 1)[1] for k in varying]
+    short = {k: (n if names.count(n) == 1 else k) for k, n in zip(varying, names, strict=True)}
+    return [", ".join(f"{short[k]}={row.get(k, 'unset')}" for k in varying) for row in items]
+
+
 def load_records(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, list[Problem]]:
     """One row per run found under `dirs` (searched recursively for result.json), and the unusable records.
 
@@ -171,6 +201,8 @@ def load_records(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, list[Problem
     a score) and a directory that does not exist become a `Problem`, never an exception.
     Records sharing a `run_key` are one run: the latest completed one (by `finished_at`) is kept, else the
     latest failed one; `n_dropped` counts the others per row and `df.attrs["duplicates_dropped"]` in total.
+    `setting` names the config keys (data size, epochs, ...; not the lr) in which the runs of a task differ, so
+    that runs of one design at two data sizes are two cells (`setting_labels`).
     """
     problems: list[Problem] = []
     rows: list[dict] = []
@@ -192,6 +224,12 @@ def load_records(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, list[Problem
             same_run, key=lambda r: (r["status"] == "completed", str(r["finished_at"] or ""), r["path"])
         )
         kept.append({**best, "n_dropped": len(same_run) - 1})
+    for task in {str(row["task"]) for row in kept}:  # per task: max_length differs between tasks, not runs
+        same_task = [row for row in kept if str(row["task"]) == task]
+        for row, label in zip(same_task, setting_labels([r["_setting"] for r in same_task]), strict=True):
+            row["setting"] = label
+    for row in kept:
+        del row["_setting"]
 
     metric_columns = sorted({c for row in kept for c in row if c.startswith("metric.")})
     df = pd.DataFrame(kept, columns=RUN_COLUMNS[:-2] + metric_columns + RUN_COLUMNS[-2:])
@@ -222,9 +260,9 @@ def _cell_row(key: tuple, done: pd.DataFrame, n_failed: int, fallback: pd.DataFr
     source = done if len(done) else fallback
     share = pd.to_numeric(source["params.paper_share"], errors="coerce").median() * 100
     return {
-        **dict(zip(CELL, key[:4], strict=True)),
+        **dict(zip(CELL, key[: len(CELL)], strict=True)),
         "metric": source["metric"].dropna().iloc[0] if source["metric"].notna().any() else None,
-        "lr": key[4] if key[4] != NO_LR else math.nan,
+        "lr": key[len(CELL)] if key[len(CELL)] != NO_LR else math.nan,
         "select_score": select.mean() * 100 if select.notna().any() else math.nan,
         "n": len(done),
         "n_failed": n_failed,
@@ -279,13 +317,18 @@ def summarize(df: pd.DataFrame, choose_lr: bool = True) -> pd.DataFrame:
     df = df.assign(_lr=pd.to_numeric(df.get("lr", pd.Series(index=df.index)), errors="coerce").fillna(NO_LR))
     if "select_score" not in df:
         df["select_score"] = math.nan
+    if "setting" not in df:
+        df["setting"] = ""
+    df["setting"] = df["setting"].fillna("")
     keys = [*CELL, "_lr"]
     done = df[df["status"] == "completed"]
     failed = df[df["status"] == "failed"].copy()
     done_cells = set(done.groupby(CELL).groups)
     no_design = design_key(None)
     for i, row in failed.iterrows():
-        designs = {k[3] for k in done_cells if k[:3] == (row["task"], row["method"], row["model"])}
+        designs = {
+            k[3] for k in done_cells if (*k[:3], k[4]) == (row["task"], row["method"], row["model"], row["setting"])
+        }
         if row["design_key"] == no_design and len(designs) == 1:
             failed.at[i, "design_key"] = designs.pop()
 
@@ -314,14 +357,14 @@ def summarize(df: pd.DataFrame, choose_lr: bool = True) -> pd.DataFrame:
                         "n_failed": extra["n_failed_grid"]})  # fmt: skip
     summary = pd.DataFrame(out, columns=SUMMARY_COLUMNS)
     summary["label"] = [
-        f"{m} ({format_share(s)})" if math.isfinite(s) else m
-        for m, s in zip(summary["method"], summary["share_pct"], strict=True)
+        (f"{m} ({format_share(s)})" if math.isfinite(s) else m) + (f" · {setting}" if setting else "")
+        for m, s, setting in zip(summary["method"], summary["share_pct"], summary["setting"], strict=True)
     ]
     # Two designs of one method with the same share would share a row name: tell them apart.
-    clash = summary.groupby(["model", "label"])["design_key"].transform("nunique") > 1
+    clash = summary.groupby(["model", "label", "setting"])["design_key"].transform("nunique") > 1
     summary.loc[clash, "label"] = summary.loc[clash, "label"] + " [" + summary.loc[clash, "design_key"] + "]"
     return summary.sort_values(
-        ["task", "model", "share_pct", "method", "design_key", "lr"], ignore_index=True
+        ["task", "model", "share_pct", "method", "design_key", "setting", "lr"], ignore_index=True
     )
 
 
@@ -345,9 +388,9 @@ def _format_ci(cell: pd.Series | None) -> str:
 
 def _task_grid(sub: pd.DataFrame, tasks: list[str], fmt: Callable[[pd.Series | None], str]) -> list[str]:
     """Rows = methods with their share (and lr, in the per-lr view), columns = tasks, cells `fmt(cell)`."""
-    identity = ["method", "design_key", "label"] + (["lr_key"] if sub.duplicated(CELL).any() else [])
+    identity = ["method", "design_key", "setting", "label"] + (["lr_key"] if sub.duplicated(CELL).any() else [])
     sub = sub.assign(lr_key=sub["lr"].fillna(NO_LR))
-    rows = sub.sort_values(["share_pct", "method", "lr_key"]).drop_duplicates(identity)
+    rows = sub.sort_values(["share_pct", "method", "setting", "lr_key"]).drop_duplicates(identity)
     cells = {(*(r[k] for k in identity), r["task"]): r for _, r in sub.iterrows()}
     lines = ["| method (share) | " + " | ".join(tasks) + " |", "|:---|" + "---:|" * len(tasks)]
     for _, m in rows.iterrows():
@@ -437,15 +480,17 @@ def plot_budget_vs_score(df: pd.DataFrame, path: str | Path | None, task: str | 
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     several_models = summary["model"].nunique() > 1
-    series_names = sorted({(m, mo) for m, mo in zip(summary["method"], summary["model"], strict=True)})
+    series = ["method", "model", "setting"]
+    series_names = sorted(set(summary[series].itertuples(index=False, name=None)))
     markers = "osD^v<>phX*P"
     style = {s: (markers[i % len(markers)], f"C{i % 10}") for i, s in enumerate(series_names)}
     for ax, t in zip(axes, tasks, strict=False):
         cells = summary[summary["task"] == t]
-        for (method, model), points in cells.groupby(["method", "model"]):
+        for (method, model, setting), points in cells.groupby(series):
             points = points.sort_values("share_pct")
-            marker, colour = style[(method, model)]
+            marker, colour = style[(method, model, setting)]
             name = f"{method} ({model})" if several_models else method
+            name += f" · {setting}" if setting else ""
             ax.errorbar(
                 points["share_pct"], points["median"], yerr=points["std"].where(points["n"] > 1),
                 fmt=marker + ("-" if len(points) > 1 else ""), color=colour, capsize=3, label=name, ms=7,

@@ -22,6 +22,7 @@ from peftbench.report import (
     plot_budget_vs_score,
     record_lr,
     selection_score,
+    setting_labels,
     summarize,
 )
 
@@ -282,6 +283,53 @@ def test_budgets_of_one_method_are_separate_rows(tmp_path: Path) -> None:
     summary = summarize(load_records([tmp_path])[0])
     assert list(summary["label"]) == ["lora (0.24%)", "lora (0.47%)"] and list(summary["n"]) == [2, 2]
     assert "| lora (0.47%) | 92.0 ± 0.0 |" in markdown_table(summary)
+
+
+
+def test_data_sizes_and_epochs_are_separate_cells_and_paths_are_not(tmp_path: Path) -> None:
+    """Runs of one design at two data sizes (a learning curve) are two cells, labelled by the keys that differ;
+    keys that do not change the result (results_root, progress) and the lr do not split a cell."""
+    for seed in (0, 1):
+        for n, score in ((1000, 0.75), (4000, 0.83)):
+            record = make_record("lora", seed, score + seed / 100, run_key=f"n{n}-{seed}", lr=1e-3)
+            record["config"].update(
+                data={"max_train_samples": n, "glue_dir": f"/data{seed}"},
+                train={"lr": 1e-3, "epochs": 2, "progress": bool(seed)},
+                results_root=f"out{seed}",
+            )
+            write(tmp_path / f"n{n}-{seed}", record)
+    df = load_records([tmp_path])[0]
+    assert sorted(set(df["setting"])) == ["max_train_samples=1000", "max_train_samples=4000"]
+    summary = summarize(df)
+    assert list(summary["label"]) == [
+        "lora (0.24%) · max_train_samples=1000", "lora (0.24%) · max_train_samples=4000"
+    ]
+    assert list(summary["n"]) == [2, 2]
+    assert list(summary["median"]) == pytest.approx([75.5, 83.5])
+    table = markdown_table(summary)
+    assert "| lora (0.24%) · max_train_samples=1000 | 75.5 ± 0.7 (lr 1e-3) |" in table
+    # a key that differs between tasks only (each task's max_length) is not a setting
+    other = make_record("lora", 0, 0.6, task="mrpc", run_key="mrpc", lr=1e-3)
+    other["config"].update(data={"max_train_samples": 1000}, task={"name": "mrpc", "max_length": 256})
+    write(tmp_path / "mrpc", other)
+    assert set(load_records([tmp_path])[0].query("task == 'mrpc'")["setting"]) == {""}
+    # one data size only: no setting, the labels of before
+    only = load_records([tmp_path / "n1000-0", tmp_path / "n1000-1"])[0]
+    assert set(only["setting"]) == {""} and list(summarize(only)["label"]) == ["lora (0.24%)"]
+
+
+def test_setting_labels_name_only_the_keys_that_differ() -> None:
+    rows = [
+        {"data.max_train_samples": "1000", "train.epochs": "2", "data.held_out": "0.1"},
+        {"data.max_train_samples": "4000", "train.epochs": "3", "data.held_out": "0.1"},
+        {"data.max_train_samples": "4000", "train.epochs": "3", "data.held_out": "0.1", "data.x": "1"},
+    ]
+    assert setting_labels(rows) == [
+        "max_train_samples=1000, epochs=2, x=unset",
+        "max_train_samples=4000, epochs=3, x=unset",
+        "max_train_samples=4000, epochs=3, x=1",
+    ]
+    assert setting_labels([{"data.n": "1"}, {"train.n": "1"}]) == ["data.n=1, train.n=unset", "data.n=unset, train.n=1"]
 
 
 # ---- the learning rate chosen on the held-out split, never on dev -----------------------------------------
