@@ -88,6 +88,7 @@ class TrainSpec:
     batch_size: int = 32
     eval_batch_size: int = 128
     lr: float | None = None  # None: the method preset's learning rate
+    lr_scale: float = 1.0  # the lr used is (lr or the preset's) × lr_scale: one lr grid for methods of different lrs
     weight_decay: float = 0.1
     warmup_ratio: float = 0.06
     max_grad_norm: float = 1.0
@@ -106,6 +107,7 @@ class TrainSpec:
         _require(self.threads is None or self.threads >= 1,
                  f"train.threads={self.threads} must be >= 1 (or null: torch's default)")
         _positive("train.lr", self.lr, optional=True)  # 0 would silently mean the preset's lr
+        _positive("train.lr_scale", self.lr_scale)
         _positive("train.max_grad_norm", self.max_grad_norm)
         _positive("train.adam_eps", self.adam_eps)
         _require(math.isfinite(self.weight_decay) and self.weight_decay >= 0,

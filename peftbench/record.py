@@ -23,17 +23,20 @@ from peftbench.data import absolute_path
 #: Keys that do not change what a run computes (and so are not part of its key).
 NOT_IN_KEY = ("logger", "results_root", "resume", "sweep", "data.glue_dir", "data.cache_dir", "train.progress",
               "train.log_every", "train.threads")
+#: Keys added to the config after records were written, with their default: left out of the key at that default,
+#: so that a record written before the key existed still matches the run it was (resume does not redo it).
+ADDED_KEYS = {"train.lr_scale": 1.0}
 PACKAGES = ("peftbench", "torch", "transformers", "datasets", "evaluate", "accelerate", "hydra-core", "numpy")
 
 
 def run_key(config: dict[str, Any]) -> str:
     plain = json.loads(json.dumps(config, default=str))
-    for dotted in NOT_IN_KEY:
+    for dotted in (*NOT_IN_KEY, *ADDED_KEYS):
         *parents, last = dotted.split(".")
         node = plain
         for part in parents:
             node = node.get(part, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
+        if isinstance(node, dict) and (dotted not in ADDED_KEYS or node.get(last) == ADDED_KEYS[dotted]):
             node.pop(last, None)
     return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()
 

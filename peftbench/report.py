@@ -52,7 +52,7 @@ CELL = ["task", "method", "model", "design_key", "setting"]
 #: config sections whose keys can make runs of one design differ (data size, epochs, batch size, ...)
 SETTING_SECTIONS = ("data", "train", "task")
 #: keys that never define a setting: the lr (chosen per cell), the task's name, what does not change the result
-NOT_SETTING = frozenset({*NOT_IN_KEY, "train.lr", "task.name"})
+NOT_SETTING = frozenset({*NOT_IN_KEY, "train.lr", "train.lr_scale", "task.name"})
 SUMMARY_COLUMNS = [
     "task", "method", "model", "design_key", "setting", "label", "metric", "lr", "lr_grid", "lr_choice", "chosen",
     "select_score", "n", "n_failed", "n_failed_grid", "median", "std", "mean", "ci_low", "ci_high",

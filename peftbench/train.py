@@ -158,6 +158,11 @@ def resolve_mixed_precision(setting: str, force_cpu: bool = False) -> str:
     return "bf16" if cpu_supports_bf16() else "no"
 
 
+def effective_lr(cfg: RunConfig) -> float:
+    """The peak learning rate of a run: ``train.lr`` (else the method preset's) × ``train.lr_scale``."""
+    return (cfg.train.lr or cfg.method.lr) * cfg.train.lr_scale
+
+
 def linear_warmup_decay(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up to the peak lr over ``warmup`` steps, then linear decay to 0 at ``total``.
 
@@ -187,7 +192,7 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None) -> dict[st
         torch.set_num_threads(cfg.train.threads)
     accelerator = Accelerator(cpu=cfg.train.cpu,
                               mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision, cfg.train.cpu))
-    task, lr = cfg.task.name, cfg.train.lr or cfg.method.lr
+    task, lr = cfg.task.name, effective_lr(cfg)
     sampler = train_sampler(row_lengths(prep.train), cfg.train.batch_size, cfg.seed, cfg.train.group_by_length)
     train_dl = DataLoader(prep.train, batch_size=cfg.train.batch_size, sampler=sampler, collate_fn=prep.collator,
                           generator=sampler.generator)  # as DataLoader(shuffle=True, generator=...) before

@@ -43,6 +43,7 @@ def spec_error(overrides: list[str], model: str = "tiny_bert") -> str:
         ("data.held_out=-0.1", "data.held_out=-0.1 is not valid"),
         ("train.lr=0", "train.lr=0.0 must be > 0 (or null)"),
         ("train.lr=-1", "train.lr=-1.0 must be > 0"),
+        ("train.lr_scale=0", "train.lr_scale=0.0 must be > 0"),
         ("task.max_length=0", "task.max_length=0 must be >= 8"),
         ("train.warmup_ratio=5", "train.warmup_ratio=5.0 must lie in [0, 1)"),
         ("train.batch_size=0", "train.batch_size=0 must be >= 1"),

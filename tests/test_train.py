@@ -134,3 +134,26 @@ def test_non_finite_logits_fail_the_evaluation():
 def test_non_finite_metric_fails():
     with pytest.raises(train.NonFiniteOutput, match="pearson"):
         train.score("stsb", np.full(5, 2.0), np.array([0.0, 1.0, 2.0, 3.0, 4.0]), "validation")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [([], 2e-3), (["train.lr_scale=0.25"], 5e-4), (["train.lr=1e-4"], 1e-4),
+     (["train.lr=1e-4", "train.lr_scale=3"], 3e-4), (["method=full", "train.lr_scale=2"], 1e-4)],
+)
+def test_lr_scale_multiplies_the_preset_or_the_given_lr(overrides, expected):
+    from peftbench.config import compose, to_specs
+
+    assert train.effective_lr(to_specs(compose(["method=lora", *overrides]))) == pytest.approx(expected)
+
+
+def test_lr_scale_at_its_default_keeps_the_run_key_of_records_written_before_it_existed():
+    from peftbench.config import compose
+    from peftbench.record import run_key
+
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(compose(["method=lora"]), resolve=True)
+    before = {**plain, "train": {k: v for k, v in plain["train"].items() if k != "lr_scale"}}
+    assert run_key(plain) == run_key(before)
+    assert run_key({**plain, "train": {**plain["train"], "lr_scale": 0.25}}) != run_key(before)
