@@ -31,15 +31,18 @@ EXPERIMENT_DIR = CONF_DIR / "experiment"
 README = CONF_DIR.parent / "experiments" / "README.md"
 VARIANTS = ("cpu", "paper")
 
-#: experiment -> (cells, tasks, seeds) per variant; runs = their product (the counts of experiments/README.md).
-GRIDS: dict[str, dict[str, tuple[int, int, int]]] = {
-    "table2": {"cpu": (6, 3, 3), "paper": (6, 2, 5)},
-    "insertion": {"cpu": (8, 2, 1), "paper": (8, 2, 5)},
-    "representation": {"cpu": (12, 2, 1), "paper": (12, 2, 5)},
-    "composition": {"cpu": (7, 2, 1), "paper": (7, 2, 5)},
-    "bottleneck": {"cpu": (12, 2, 1), "paper": (12, 2, 5)},
-    "mam_ablation": {"cpu": (7, 2, 1), "paper": (7, 2, 5)},
+#: experiment -> (cells, tasks, seeds, learning rates) per variant; runs = their product (the counts of
+#: experiments/README.md).
+GRIDS: dict[str, dict[str, tuple[int, int, int, int]]] = {
+    "table2": {"cpu": (6, 2, 3, 4), "paper": (6, 2, 5, 1)},
+    "insertion": {"cpu": (8, 1, 3, 1), "paper": (8, 2, 5, 1)},
+    "representation": {"cpu": (12, 1, 3, 1), "paper": (12, 2, 5, 1)},
+    "composition": {"cpu": (7, 1, 3, 1), "paper": (7, 2, 5, 1)},
+    "bottleneck": {"cpu": (12, 1, 3, 1), "paper": (12, 2, 5, 1)},
+    "mam_ablation": {"cpu": (7, 1, 3, 1), "paper": (7, 2, 5, 1)},
 }
+#: the sweep keys that are not part of a cell: a cell's runs differ in them (lr_scale: the lr grid)
+NOT_CELL = ("seed=", "task=", "train.lr_scale=")
 NAMES = [f"{experiment}_{variant}" for experiment in GRIDS for variant in VARIANTS]
 
 
@@ -67,11 +70,11 @@ def sweep_jobs(name: str) -> tuple[tuple[str, ...], ...]:
 
 
 def cell_of(job: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(o for o in job if not o.startswith(("seed=", "task=")))
+    return tuple(o for o in job if not o.startswith(NOT_CELL))
 
 
-def value_of(job: tuple[str, ...], key: str) -> str:
-    return next(o.split("=", 1)[1] for o in job if o.startswith(f"{key}="))
+def value_of(job: tuple[str, ...], key: str, default: str | None = None) -> str:
+    return next((o.split("=", 1)[1] for o in job if o.startswith(f"{key}=")), default)
 
 
 @functools.cache
@@ -81,7 +84,7 @@ def composed_cells(name: str) -> dict[tuple[str, ...], dict]:
     jobs = sweep_jobs(name)
     first = compose(jobs[0])
     to_specs(first)
-    assert (first.sweep, first.results_root) == (name, f"multirun/{name}")
+    assert (first.sweep, first.results_root) == (name, f"{'results' if name.endswith('_cpu') else 'multirun'}/{name}")
     for task in {value_of(job, "task") for job in jobs} - {first.task.name}:
         job = next(j for j in jobs if value_of(j, "task") == task)
         assert to_specs(compose(job)).task.name == task
@@ -143,11 +146,12 @@ def test_grid_composes_and_both_variants_run_the_same_designs(experiment: str) -
     for variant in VARIANTS:
         name = f"{experiment}_{variant}"
         jobs = sweep_jobs(name)
-        n_cells, n_tasks, n_seeds = GRIDS[experiment][variant]
+        n_cells, n_tasks, n_seeds, n_lrs = GRIDS[experiment][variant]
         assert len(jobs) == runs(name) == len(set(jobs))
         assert len({cell_of(j) for j in jobs}) == n_cells
         assert len({value_of(j, "task") for j in jobs}) == n_tasks
         assert len({value_of(j, "seed") for j in jobs}) == n_seeds
+        assert len({value_of(j, "train.lr_scale", "1") for j in jobs}) == n_lrs
         assert all(value_of(j, "seed").isdigit() for j in jobs)  # a seed changes nothing else of a job
 
         cells = composed_cells(name)
