@@ -62,6 +62,21 @@ def _sweep_choices(argv: list[str]) -> dict[str, list[str]]:
     return choices
 
 
+def planned_jobs(argv: list[str]) -> list[list[str]]:
+    """The overrides of every job a command line asks for (``["-m", "+experiment=table2_cpu"]``: the experiment's
+    whole grid, command-line keys winning as in Hydra), one list per job."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    argv = normalise_argv(list(argv))
+    if GlobalHydra.instance().is_initialized():
+        choices = _sweep_choices(argv)
+    else:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            choices = _sweep_choices(argv)
+    return [list(job) for job in itertools.product(*choices.values())]
+
+
 def _plain_seed(override: str) -> bool:
     """``seed=<int in range>``: a job with it composes exactly like the same job with another such seed."""
     match = re.fullmatch(r"\+{0,2}seed=(\d+)", override)

@@ -39,10 +39,10 @@ EXPERIMENT_COMPARISONS: dict[str, tuple[tuple[str, str], ...]] = {
     "representation": (
         ("pa_ffn", "pa_attn"), ("lora_ffn", "lora_attn"), ("pa_ffn", "mh_pa_heads"), ("pa_ffn", "prefix_heads"),
     ),
-    # Table 4: scale against add, the gate against add, at one budget.
+    # Table 4: scale against add, the gate against add, scale against the gate, at one budget.
     "composition": (
         ("prefix_gate", "prefix_add"), ("scaled_pa_s4", "pa_add"), ("scaled_pa_learned", "pa_add"),
-        ("scaled_pa_s4", "scaled_pa_learned"), ("lora_s4", "lora_s1"),
+        ("scaled_pa_s4", "scaled_pa_learned"), ("lora_s4", "lora_s1"), ("scaled_pa_s4", "prefix_gate"),
     ),
     # MAM against each ablation and each ingredient alone at MAM's budget.
     "mam_ablation": tuple(
@@ -54,7 +54,7 @@ EXPERIMENT_COMPARISONS: dict[str, tuple[tuple[str, str], ...]] = {
 VARIANT_SUFFIXES = ("_cpu", "_paper")
 COMMAND_LINE = "command line"
 COMPARISON_COLUMNS = [
-    "source", "task", "model", "a", "b", "a_method", "b_method", "a_lr", "b_lr", "metric",
+    "source", "task", "model", "a", "b", "a_method", "b_method", "a_share", "b_share", "a_lr", "b_lr", "metric",
     "n_a", "n_b", "n_pairs", "n_unpaired", "seeds", "mean_a", "mean_b",  # means over the paired seeds
     "mean_diff", "diff_ci_low", "diff_ci_high", "p_t", "p_wilcoxon",
     "boot_diff", "boot_ci_low", "boot_ci_high", "boot_p", "n_resamples", "n_examples", "bootstrap_note", "verdict",
@@ -231,6 +231,7 @@ def compare_runs(
     return {
         "source": source, "task": cell_a["task"], "model": cell_a["model"],
         "a": cell_a["label"], "b": cell_b["label"], "a_method": cell_a["method"], "b_method": cell_b["method"],
+        "a_share": cell_a.get("share_pct", nan), "b_share": cell_b.get("share_pct", nan),
         "a_lr": cell_a.get("lr", nan), "b_lr": cell_b.get("lr", nan), "metric": metric,
         "n_a": len(runs_a), "n_b": len(runs_b), "n_pairs": len(seeds),
         "n_unpaired": unpaired + dropped_a + dropped_b, "seeds": seeds,

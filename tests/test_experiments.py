@@ -112,7 +112,8 @@ def test_experiment_files_are_the_documented_ones() -> None:
     readme = README.read_text()
     for name in NAMES:
         assert f"python -m peftbench -m +experiment={name}" in readme
-        assert f"python -m peftbench.report multirun/{name}" in readme
+        root = "results" if name.endswith("_cpu") else "multirun"  # where the experiment's records go
+        assert f"python -m peftbench.report {root}/{name}" in readme
 
 
 def test_readme_run_counts_match_the_grids() -> None:
@@ -205,3 +206,14 @@ def test_bottleneck_budgets_follow_the_paper_formulas() -> None:
         arm = next(o for o in cell if o.startswith("experiment/arm/")).split("=", 1)[1]
         method, size = re.fullmatch(r"(pa|lora|prefix)_[rl](\d+)", arm).groups()
         assert report["paper"] == per_r[method] * int(size), arm
+
+
+def test_planned_jobs_are_the_grid() -> None:
+    """`planned_jobs` (the runs FINDINGS.md counts as planned) expands each experiment to its grid size; a
+    command-line key narrows it as in Hydra."""
+    from peftbench.__main__ import planned_jobs
+
+    for name in NAMES:
+        assert len(planned_jobs(["-m", f"+experiment={name}"])) == runs(name), name
+    narrowed = planned_jobs(["-m", "+experiment=table2_cpu", "task=sst2", "train.lr_scale=1"])
+    assert len(narrowed) == 6 * 3 and all("task=sst2" in job for job in narrowed)

@@ -1,0 +1,348 @@
+"""The paper's claims against the committed records: ``experiments/FINDINGS.md``.
+
+    python -m peftbench.findings [--results results] [--out experiments/FINDINGS.md] [--variant cpu] [--no-reports]
+
+Reads the records of every experiment under ``<results>/<experiment>_<variant>/`` and writes, per experiment, its
+cell table (median ± std and mean [95% CI] at each cell's held-out-chosen lr, `peftbench.report`), and per claim
+of the paper (`CLAIMS`) the comparisons that test it (`peftbench.compare`: seed-paired t-test and a paired
+bootstrap over dev examples) with a verdict. Unless ``--no-reports``, it first regenerates each experiment's own
+report beside its records (``python -m peftbench.report <results>/<experiment>_<variant>``). Text written by hand
+below `DISCUSSION_MARKER` in an existing FINDINGS.md is kept.
+
+**Verdicts.** An expectation says how A should compare with B according to the paper: +1 A better, −1 A worse,
+0 no difference (Table 2 rows within 0.2 points of LoRA). The test's verdict (`peftbench.stats.verdict`: better /
+worse only when every available test has p < 0.05 with the same sign) gives each comparison an outcome:
+*agrees* (the expected sign is significant, or for 0: no significant difference), *disagrees* (the opposite sign
+is significant, or for 0: a significant difference) or *inconclusive* (no significant difference where one was
+expected). A claim **agrees** when none of its comparisons disagrees and at least half agree, **disagrees** when
+none agrees and at least half disagree, and is **inconclusive** otherwise (mixed outcomes or too few
+significant ones); **not run** when no comparison has completed runs on both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import math
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from peftbench import compare, report, stats
+
+REPO = Path(__file__).resolve().parent.parent
+DISCUSSION_MARKER = "<!-- Written by hand below this line; `python -m peftbench.findings` keeps it. -->"
+AGREES, DISAGREES, INCONCLUSIVE, NOT_RUN = "agrees", "disagrees", "inconclusive", "not run"
+#: the budget below which a cell belongs to the small tier of `representation` (~0.1% vs ~3.6% in the paper)
+SMALL_TIER_PCT = 1.0
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """The paper says A compares with B as `sign` (+1 better, −1 worse, 0 no difference), in budget `tier`
+    ("small" below `SMALL_TIER_PCT` % of the model, "large" above, None: any)."""
+
+    a: str
+    b: str
+    sign: int
+    tier: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.sign not in (-1, 0, 1) or self.tier not in (None, "small", "large"):
+            raise ValueError(f"bad expectation {self}: sign in -1/0/1, tier None/small/large")
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    experiment: str
+    statement: str
+    source: str
+    expectations: tuple[Expectation, ...]
+
+
+E = Expectation
+_ATTN_VS_FFN = (
+    ("pa_ffn", "pa_attn"),
+    ("lora_ffn", "lora_attn"),
+    ("pa_ffn", "mh_pa_heads"),
+    ("pa_ffn", "prefix_heads"),
+)
+CLAIMS: tuple[Claim, ...] = (
+    Claim("table2", "table2", "Table 2's ordering: full fine-tuning ≥ MAM ≈ LoRA ≈ adapter > prefix > BitFit "
+          "(against LoRA: full better, MAM and adapter within 0.2 points, prefix and BitFit worse)", "Table 2",
+          (E("full", "lora", 1), E("mam", "lora", 0), E("adapter", "lora", 0), E("prefix", "lora", -1),
+           E("bitfit", "lora", -1))),
+    Claim("parallel", "insertion", "Parallel insertion beats sequential insertion, at the attention and at the FFN",
+          "Table 3", (E("parallel_adapter_attn", "sequential_adapter_attn", 1),
+                      E("parallel_adapter_ffn", "sequential_adapter_ffn", 1))),
+    Claim("attention_small", "representation", "At a small budget (~0.1%), modifying the attention beats "
+          "modifying the FFN", "Table 5", tuple(E(a, b, -1, "small") for a, b in _ATTN_VS_FFN)),
+    Claim("ffn_large", "representation", "At a large budget (~3.6%), modifying the FFN beats modifying the "
+          "attention", "Table 5", tuple(E(a, b, 1, "large") for a, b in _ATTN_VS_FFN)),
+    Claim("scaling", "composition", "Scaled composition (s=4) beats plain addition and the gate", "Table 4",
+          (E("scaled_pa_s4", "pa_add", 1), E("lora_s4", "lora_s1", 1), E("scaled_pa_s4", "prefix_gate", 1))),
+    Claim("mam", "mam_ablation", "MAM (prefix at the attention + scaled parallel adapter at the FFN) is the best "
+          "combination: it beats each variation and each ingredient alone at its budget", "§4.6, Table 6",
+          tuple(E("mam", b, 1) for b in ("mam_s4", "mam_add", "mam_mh_pa", "mam_seq_ffn", "prefix_l32",
+                                          "scaled_pa_r32_s2"))),
+)  # fmt: skip
+EXPERIMENTS = ("table2", "insertion", "representation", "composition", "mam_ablation", "bottleneck")
+#: paper Table 2 (roberta-base, median of 5 seeds): method → (share of parameters, MNLI, SST-2)
+PAPER_TABLE2 = {
+    "full": ("100%", 87.6, 94.6), "bitfit": ("0.1%", 84.7, 93.7), "prefix": ("0.5%", 86.3, 94.0),
+    "lora": ("0.5%", 87.2, 94.2), "adapter": ("0.5%", 87.2, 94.2), "mam": ("0.5%", 87.4, 94.2),
+}  # fmt: skip
+
+
+# ---- verdicts ------------------------------------------------------------------------------------------------
+
+
+def outcome(sign: int, verdict: str) -> str:
+    """One comparison's outcome: the test's verdict (`stats.BETTER` / `WORSE` / `NO_DIFFERENCE`) against the
+    expected sign (module docstring)."""
+    observed = {stats.BETTER: 1, stats.WORSE: -1}.get(verdict, 0)
+    if sign == 0:
+        return AGREES if observed == 0 else DISAGREES
+    if observed == 0:
+        return INCONCLUSIVE
+    return AGREES if observed == sign else DISAGREES
+
+
+def claim_verdict(outcomes: Iterable[str]) -> str:
+    """A claim's verdict from its comparisons' outcomes (module docstring)."""
+    outcomes = list(outcomes)
+    if not outcomes:
+        return NOT_RUN
+    agree, disagree = outcomes.count(AGREES), outcomes.count(DISAGREES)
+    if disagree == 0 and 2 * agree >= len(outcomes):
+        return AGREES
+    if agree == 0 and 2 * disagree >= len(outcomes):
+        return DISAGREES
+    return INCONCLUSIVE
+
+
+def tier_of(share_pct: float) -> str:
+    return "small" if share_pct < SMALL_TIER_PCT else "large"
+
+
+def check_claim(
+    claim: Claim, df: pd.DataFrame, n_resamples: int = stats.N_RESAMPLES
+) -> tuple[pd.DataFrame, list[str]]:
+    """The comparison rows (`compare.COMPARISON_COLUMNS` + expected, outcome) of a claim's expectations over the
+    records `df` of its experiment, and notes on what could not be compared."""
+    rows, notes = [], []
+    for e in claim.expectations:
+        table, spec_notes = compare.compare(
+            df,
+            [compare.ComparisonSpec(e.a, e.b, claim.experiment)],
+            experiments=False,
+            n_resamples=n_resamples,
+        )
+        if e.tier is not None and len(table):
+            table = table[[tier_of(s) == e.tier for s in table["a_share"]]]
+        notes += spec_notes
+        for _, r in table.iterrows():
+            rows.append({**r.to_dict(), "expected": e.sign, "outcome": outcome(e.sign, r["verdict"])})
+    columns = [*compare.COMPARISON_COLUMNS, "expected", "outcome"]
+    return pd.DataFrame(rows, columns=columns), notes
+
+
+# ---- rendering -----------------------------------------------------------------------------------------------
+
+_EXPECTED = {1: "A > B", -1: "A < B", 0: "A ≈ B"}
+
+
+def _f(x: float, fmt: str = ".1f") -> str:
+    return "—" if x is None or not math.isfinite(x) else format(x, fmt)
+
+
+def markdown_claim_table(rows: pd.DataFrame) -> str:
+    lines = [
+        "| task | A vs B | paper | A ×100 | B ×100 | A − B [95% CI] | t p | bootstrap A − B [95% CI] | bootstrap p "
+        "| test | outcome |",
+        "|:---|:---|:---:|---:|---:|---:|---:|---:|---:|:---|:---|",
+    ]
+    for _, r in rows.iterrows():
+        boot = (f"— ({r['bootstrap_note']})" if r["bootstrap_note"]
+                else compare._interval(r["boot_diff"], r["boot_ci_low"], r["boot_ci_high"]))  # fmt: skip
+        lines.append(
+            f"| {r['task']} | {r['a']} vs {r['b']} | {_EXPECTED[r['expected']]} | {_f(r['mean_a'])} "
+            f"| {_f(r['mean_b'])} | {compare._interval(r['mean_diff'], r['diff_ci_low'], r['diff_ci_high'])} "
+            f"| {compare.format_p(r['p_t'])} | {boot} | {compare.format_p(r['boot_p'])} | {r['verdict']} "
+            f"| **{r['outcome']}** |"
+        )
+    return "\n".join(lines)
+
+
+def majority_baseline(metric: str, references: Iterable[int | float]) -> float:
+    """×100: the accuracy of always predicting the most frequent label of `references`; 0 for correlations and
+    MCC (a constant predictor has none)."""
+    if metric != "accuracy":
+        return 0.0
+    references = np.asarray(list(references)).astype(int)
+    return float(np.bincount(references).max() / len(references) * 100)
+
+
+def _majority_of(df: pd.DataFrame, task: str) -> float:
+    """The constant predictor's dev score of `task`, from the first completed record with dev predictions."""
+    for _, run in df[(df["task"] == task) & (df["status"] == "completed")].iterrows():
+        split = compare.load_predictions(run["path"])
+        if split is not None:
+            return majority_baseline(run["metric"], split[1])
+    return math.nan
+
+
+def markdown_table2_vs_paper(cells: pd.DataFrame, df: pd.DataFrame) -> str:
+    """Measured Table 2 beside the paper's numbers: one row per method."""
+    tasks = sorted(cells["task"].unique())
+    head = "| method | paper share | paper MNLI | paper SST-2 | share here | " + " | ".join(
+        f"{t} here: median ± std (lr) | {t} mean [95% CI]" for t in tasks
+    )
+    lines = [head + " |", "|:---|---:|---:|---:|---:|" + "---:|---:|" * len(tasks)]
+    for method, (share, mnli, sst2) in PAPER_TABLE2.items():
+        sub = cells[cells["method"] == method]
+        here = report.format_share(sub["share_pct"].iloc[0]) if len(sub) else "—"
+        row = [method, share, f"{mnli:.1f}", f"{sst2:.1f}", here]
+        for t in tasks:
+            cell = sub[sub["task"] == t]
+            cell = cell.iloc[0] if len(cell) else None
+            row += [report._format_cell(cell), report._format_ci(cell)]
+        lines.append("| " + " | ".join(row) + " |")
+    floor = [f"{t} {_f(_majority_of(df, t))}" for t in tasks]
+    lines += [
+        "",
+        f"Constant predictor on the dev set (majority class; 0 for correlations): {', '.join(floor)}.",
+    ]
+    return "\n".join(lines)
+
+
+def completion(experiment: str, variant: str, df: pd.DataFrame) -> str:
+    """``N of M planned runs completed (K failed)``, M from the experiment's grid (`planned_jobs`)."""
+    from peftbench.__main__ import planned_jobs
+
+    planned = len(planned_jobs(["-m", f"+experiment={experiment}_{variant}"]))
+    done = int((df["status"] == "completed").sum()) if len(df) else 0
+    failed = int((df["status"] == "failed").sum()) if len(df) else 0
+    hours = df.loc[df["status"] == "completed", "time_s"].sum() / 3600 if len(df) else 0.0
+    return (f"{done} of {planned} planned runs completed, {failed} failed; {hours:.1f} h of CPU time in the "
+            f"completed records")  # fmt: skip
+
+
+HEADER = """# Findings: the paper's claims on this machine
+
+Generated by `python -m peftbench.findings` from the records under `{results}/` (do not edit above the marker at
+the end; the discussion below it is written by hand). The setting of the `_{variant}` experiments is in
+[experiments/README.md](README.md): MiniLM-L6 instead of roberta-base, a 4,000-example random subset of each
+task's train set (10% of it held out to pick the epoch and the lr) for 2 epochs instead of the full set for 10,
+three seeds instead of five, the full dev set reported. Every claim below is tested on GLUE classification with
+an encoder, whereas the paper ran Tables 3–5 on XSum and WMT with BART/mBART. A verdict is about this setting,
+not about the paper's."""
+
+
+def _experiment_records(results: Path, experiment: str, variant: str) -> pd.DataFrame:
+    path = results / f"{experiment}_{variant}"
+    return report.load_records([path])[0] if path.is_dir() else pd.DataFrame()
+
+
+def build(
+    results: Path, variant: str = "cpu", n_resamples: int = stats.N_RESAMPLES
+) -> tuple[str, pd.DataFrame]:
+    """FINDINGS.md's generated part and the table of claim verdicts (one row per claim: statement, experiment,
+    source, verdict, and how many of its comparisons agree / disagree / are inconclusive)."""
+    frames = {experiment: _experiment_records(results, experiment, variant) for experiment in EXPERIMENTS}
+    tested: dict[str, tuple[pd.DataFrame, list[str]]] = {}
+    verdicts = []
+    for claim in CLAIMS:
+        df = frames[claim.experiment]
+        rows, notes = check_claim(claim, df, n_resamples) if len(df) else (pd.DataFrame(), [])
+        tested[claim.key] = rows, notes
+        outcomes = list(rows["outcome"]) if len(rows) else []
+        verdicts.append({
+            "claim": claim.statement, "experiment": claim.experiment, "source": claim.source,
+            "verdict": claim_verdict(outcomes), **{o: outcomes.count(o) for o in (AGREES, DISAGREES, INCONCLUSIVE)},
+        })  # fmt: skip
+    table = pd.DataFrame(verdicts)
+
+    lines = ["| claim | paper | experiment | verdict | comparisons: agree / disagree / inconclusive |",
+             "|:---|:---|:---|:---|:---|"]  # fmt: skip
+    for _, v in table.iterrows():
+        lines.append(f"| {v['claim']} | {v['source']} | [{v['experiment']}](#{v['experiment']}) | "
+                     f"**{v['verdict']}** | {v[AGREES]} / {v[DISAGREES]} / {v[INCONCLUSIVE]} |")  # fmt: skip
+    sections = [HEADER.format(results=results.name, variant=variant), "## Verdicts\n\n" + "\n".join(lines)]
+
+    for experiment in EXPERIMENTS:
+        df, name = frames[experiment], f"{experiment}_{variant}"
+        where = f"{results.name}/{name}"
+        parts = [f"## {experiment}", ""]
+        if df.empty:
+            parts.append(f"No records under `{where}/` yet: `python -m peftbench -m +experiment={name}`.")
+            sections.append("\n".join(parts))
+            continue
+        cells = report.summarize(df)
+        parts += [f"`{where}/`: {completion(experiment, variant, df)}. Its report: [summary.md](../{where}/summary.md).",
+                  "", f"![{name}: score against budget](../{where}/budget_vs_score.png)", ""]  # fmt: skip
+        if experiment == "table2":
+            parts += ["### Beside the paper", "", markdown_table2_vs_paper(cells, df), ""]
+        parts += ["### Cells", "", report.markdown_table(cells)]
+        for claim in (c for c in CLAIMS if c.experiment == experiment):
+            rows, notes = tested[claim.key]
+            verdict = table.loc[table["claim"] == claim.statement, "verdict"].iloc[0]
+            parts += ["", f"### Claim: {claim.statement} ({claim.source}): **{verdict}**", ""]
+            if len(rows):
+                parts.append(markdown_claim_table(rows))
+            if notes:
+                parts += ["", "Not compared: " + "; ".join(notes)]
+        sections.append("\n".join(parts))
+    sections.append("Statistics: " + compare.RULE + " Outcomes and claim verdicts: the docstring of "
+                    "`peftbench/findings.py`.")  # fmt: skip
+    return "\n\n".join(sections), table
+
+
+def write(path: Path, generated: str) -> None:
+    """Write FINDINGS.md: the generated part, the marker, and the hand-written text already below the marker."""
+    kept = ""
+    if path.exists():
+        _, marker, kept = path.read_text(encoding="utf-8").partition(DISCUSSION_MARKER)
+        kept = kept if marker else ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{generated}\n\n{DISCUSSION_MARKER}{kept or chr(10)}", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m peftbench.findings", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--results", type=Path, default=REPO / "results", help="folder of <experiment>_<variant>/"
+    )
+    parser.add_argument("--out", type=Path, default=REPO / "experiments" / "FINDINGS.md")
+    parser.add_argument("--variant", default="cpu", choices=("cpu", "paper"))
+    parser.add_argument(
+        "--no-reports", action="store_true", help="do not regenerate each experiment's report"
+    )
+    parser.add_argument("--bootstrap", type=int, default=stats.N_RESAMPLES, metavar="B")
+    args = parser.parse_args(argv)
+    if not args.results.is_dir():
+        parser.error(
+            f"--results {args.results}: not a directory (expected the folder holding <experiment>_{args.variant}/)"
+        )
+    if not args.no_reports:
+        for experiment in EXPERIMENTS:
+            path = args.results / f"{experiment}_{args.variant}"
+            if path.is_dir():
+                with contextlib.redirect_stdout(io.StringIO()):
+                    code = report.main([str(path), "--bootstrap", str(args.bootstrap)])
+                print(f"{path}: report {'written' if code == 0 else 'skipped (no usable records)'}")
+    generated, verdicts = build(args.results, args.variant, args.bootstrap)
+    write(args.out, generated)
+    print(verdicts[["experiment", "verdict", AGREES, DISAGREES, INCONCLUSIVE]].to_string(index=False))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
