@@ -144,22 +144,72 @@ def validate_command_line(argv: list[str]) -> None:
             fail(problem)
 
 
+def _resume_roots(cfg: DictConfig) -> list[str]:
+    """Where resume looks for completed records: ``results_root``, and a sweep's own folder when
+    ``hydra.sweep.dir`` points elsewhere."""
+    roots = [str(cfg.results_root)]
+    hydra_cfg = HydraConfig.get()
+    if str(getattr(hydra_cfg, "mode", "")) == "RunMode.MULTIRUN":
+        roots.append(str(hydra_cfg.sweep.dir))
+    return roots
+
+
+def _claim(cfg: DictConfig, record: dict, run_dir: str):
+    """Take this run's claim (`peftbench.claims`): the claim, or None to go ahead unclaimed (claims unsupported
+    here), or the live holder's info (another worker runs this configuration: skip it)."""
+    from peftbench import claims
+
+    try:
+        return claims.acquire(cfg.results_root, record["run_key"], {
+            "method": record["method"], "task": record["task"], "seed": record["seed"], "run_dir": run_dir})
+    except OSError as err:
+        print(f"peftbench: warning: cannot claim the run in {cfg.results_root} ({err.strerror}); running it "
+              "unclaimed: a concurrent worker could run it too", file=sys.stderr)
+        return None
+
+
 def run_job(cfg: DictConfig) -> dict:
-    """One run: resume check, setup, training, record. Never raises for a failed run; returns its record."""
-    from peftbench.record import base_record, find_completed, write_record
-    from peftbench.tracking import start_tracker
-    from peftbench.train import prepare, train_and_evaluate
+    """One run: resume check, claim, setup, training, record. Never raises for a failed run; returns its record."""
+    from peftbench.claims import Claim
+    from peftbench.record import base_record, find_completed
 
     run_dir = HydraConfig.get().runtime.output_dir
     config = as_plain(cfg)
     specs = to_specs(cfg)
     record = base_record(config, specs.method.coordinates())
+    what = f"{record['method']}/{record['task']}/seed {record['seed']}"
+    claim = None
     if cfg.resume:
-        done = find_completed(cfg.results_root, record["run_key"])
+        roots = _resume_roots(cfg)
+        done = find_completed(roots, record["run_key"])
+        if done is None:
+            claim = _claim(cfg, record, run_dir)
+            if isinstance(claim, dict):
+                print(f"peftbench: skipping {what}: in flight in another worker "
+                      f"(pid {claim.get('pid')} on {claim.get('host')}, {claim.get('run_dir')})")
+                return {"status": "in flight", "holder": claim}
+            done = find_completed(roots, record["run_key"])  # it may have completed while we took the claim
         if done is not None:
-            print(f"peftbench: skipping {record['method']}/{record['task']}/seed {record['seed']}: "
-                  f"completed record {done}")
+            if isinstance(claim, Claim):
+                claim.release()
+            print(f"peftbench: skipping {what}: completed record {done}")
             return {"status": "skipped", "path": str(done)}
+        if isinstance(claim, Claim) and claim.taken_over:
+            print(f"peftbench: {what}: rerunning an abandoned run (pid {claim.taken_over.get('pid')} on "
+                  f"{claim.taken_over.get('host')} died in {claim.taken_over.get('run_dir')})")
+    try:
+        return _train_and_record(specs, record, run_dir)
+    finally:
+        if isinstance(claim, Claim):
+            claim.release()
+
+
+def _train_and_record(specs, record: dict, run_dir: str) -> dict:
+    """Setup, training, evaluation and the record of a run that goes ahead; a failure becomes a failed record."""
+    from peftbench.record import write_record
+    from peftbench.tracking import start_tracker
+    from peftbench.train import prepare, train_and_evaluate
+
     start = time.perf_counter()
     tracker = None
     try:

@@ -106,16 +106,20 @@ def write_record(record: dict[str, Any], run_dir: str | Path) -> Path:
     return path
 
 
-def find_completed(results_root: str | Path, key: str) -> Path | None:
-    """A completed record with this run key under ``results_root`` (resume skips its run)."""
-    root = absolute_path(results_root)
-    if not root.is_dir():
-        return None
-    for path in root.rglob("result.json"):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(record, dict) and record.get("run_key") == key and record.get("status") == "completed":
-            return path
+def find_completed(roots: str | Path | list[str | Path], key: str) -> Path | None:
+    """A completed record with this run key under any of `roots` (``results_root``, and the sweep folder where a
+    sweep wrote elsewhere): resume skips its run. Unreadable records are passed over."""
+    roots = [roots] if isinstance(roots, (str, Path)) else roots
+    searched: list[Path] = []
+    for root in (absolute_path(r) for r in roots):
+        if not root.is_dir() or any(root == s or s in root.parents for s in searched):
+            continue  # missing, or inside a folder already searched
+        searched.append(root)
+        for path in root.rglob("result.json"):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and record.get("run_key") == key and record.get("status") == "completed":
+                return path
     return None

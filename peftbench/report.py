@@ -519,6 +519,20 @@ def plot_budget_vs_score(df: pd.DataFrame, path: str | Path | None, task: str | 
     return fig
 
 
+def claims_lines(dirs: Iterable[str | Path]) -> list[str]:
+    """One line per run claimed under `dirs` (`peftbench.claims`): in flight (its process holds the claim) or
+    abandoned (the process died before its record; rerunning the sweep redoes it)."""
+    from peftbench.claims import IN_FLIGHT, list_claims
+
+    lines = []
+    for c in sorted(list_claims(dirs), key=lambda c: (c["state"], str(c.get("claimed_at")))):
+        what = f"{c.get('method')}/{c.get('task')}/seed {c.get('seed')}"
+        who = f"pid {c.get('pid')} on {c.get('host')} since {c.get('claimed_at')}, {c.get('run_dir')}"
+        hint = "" if c["state"] == IN_FLIGHT else "; rerun the sweep to redo it"
+        lines.append(f"- {c['state']}: {what} ({who}{hint})")
+    return lines
+
+
 def counts_line(df: pd.DataFrame, problems: list[Problem]) -> str:
     """``N completed, N failed, N duplicates dropped, N problems``."""
     completed = int((df["status"] == "completed").sum())
@@ -583,9 +597,11 @@ def main(argv: list[str] | None = None) -> int:
         compare.markdown_comparisons(comparisons, notes),
     ]
     problem_lines = [f"- `{p.path}`: {p.reason}" for p in problems]
+    claimed = claims_lines(args.dirs)
+    claimed_block = ["", "Runs without a record yet:", "", *claimed] if claimed else []
     body = "\n\n".join(s for s in sections if s)
     (out / "summary.md").write_text(
-        "\n".join([body, "", counts_line(df, problems), "", *problem_lines]).rstrip() + "\n"
+        "\n".join([body, "", counts_line(df, problems), *claimed_block, "", *problem_lines]).rstrip() + "\n"
     )
     plot_budget_vs_score(df, out / "budget_vs_score.png")
 
@@ -595,6 +611,8 @@ def main(argv: list[str] | None = None) -> int:
         print(compare.markdown_comparisons(comparisons, notes))
     print()
     print(counts_line(df, problems))
+    for line in claimed:
+        print(line)
     for name in [*written, "summary.md", "budget_vs_score.png"]:
         print(f"wrote {out / name}")
     return 0
