@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import signal
 import sys
 import time
 import traceback
@@ -169,7 +170,18 @@ def _claim(cfg: DictConfig, record: dict, run_dir: str):
 
 
 def run_job(cfg: DictConfig) -> dict:
-    """One run: resume check, claim, setup, training, record. Never raises for a failed run; returns its record."""
+    """One run: resume check, claim, setup, training, record. Never raises for a failed run; returns its record.
+    SIGTERM from the start of the job on asks it to stop: an interrupted record and exit 143 (`_job`)."""
+    from peftbench.checkpoint import STOP
+
+    restore_handler = STOP.install()
+    try:
+        return _job(cfg)
+    finally:
+        restore_handler()
+
+
+def _job(cfg: DictConfig) -> dict:
     from peftbench.claims import Claim
     from peftbench.record import base_record, find_completed
 
@@ -197,15 +209,31 @@ def run_job(cfg: DictConfig) -> dict:
         if isinstance(claim, Claim) and claim.taken_over:
             print(f"peftbench: {what}: rerunning an abandoned run (pid {claim.taken_over.get('pid')} on "
                   f"{claim.taken_over.get('host')} died in {claim.taken_over.get('run_dir')})")
+    checkpoint = None
+    if cfg.train.checkpoint:
+        from peftbench.checkpoint import checkpoint_path
+
+        checkpoint = checkpoint_path(cfg.results_root, record["run_key"])
+        if not cfg.resume:
+            checkpoint.unlink(missing_ok=True)  # resume=false: start over
+        elif checkpoint.is_file():
+            print(f"peftbench: {what}: resuming from its checkpoint {checkpoint}")
     try:
-        return _train_and_record(specs, record, run_dir)
+        record = _train_and_record(specs, record, run_dir, checkpoint)
     finally:
         if isinstance(claim, Claim):
             claim.release()
+    if checkpoint is not None and record["status"] != "interrupted" and not cfg.train.keep_checkpoint:
+        checkpoint.unlink(missing_ok=True)  # completed, or failed (a failed run is redone from the start)
+    if record["status"] == "interrupted":
+        raise SystemExit(128 + signal.SIGTERM)  # the process was asked to stop: the sweep stops too
+    return record
 
 
-def _train_and_record(specs, record: dict, run_dir: str) -> dict:
-    """Setup, training, evaluation and the record of a run that goes ahead; a failure becomes a failed record."""
+def _train_and_record(specs, record: dict, run_dir: str, checkpoint: Path | None = None) -> dict:
+    """Setup, training, evaluation and the record of a run that goes ahead; a failure becomes a failed record,
+    SIGTERM during training an interrupted one (its checkpoint saved)."""
+    from peftbench.checkpoint import RunInterrupted
     from peftbench.record import write_record
     from peftbench.tracking import start_tracker
     from peftbench.train import prepare, train_and_evaluate
@@ -216,8 +244,10 @@ def _train_and_record(specs, record: dict, run_dir: str) -> dict:
         prep = prepare(specs)
         record["params"] = prep.report.as_dict()
         tracker = start_tracker(specs.logger, record, run_dir)
-        record.update(train_and_evaluate(specs, prep, tracker))
+        record.update(train_and_evaluate(specs, prep, tracker, checkpoint))
         record["status"] = "completed"
+    except RunInterrupted as err:
+        record["status"], record["error"] = "interrupted", str(err)
     except Exception as err:
         record["status"] = "failed"
         record["error"] = f"{type(err).__name__}: {one_line_error(err)}"
@@ -232,7 +262,9 @@ def _train_and_record(specs, record: dict, run_dir: str) -> dict:
         record["status"] = "failed"
     if tracker is not None:
         tracker.finish(record)
-    if record["status"] == "completed":
+    if record["status"] == "interrupted":
+        print(f"peftbench: {record['error']} (record: {path})", file=sys.stderr)
+    elif record["status"] == "completed":
         print(f"peftbench: {record['method']}/{record['task']} seed {record['seed']}: "
               f"{record['metric']}={record['score']:.4f} ({record['params']['paper_share']:.3%} params) → {path}")
     else:

@@ -100,6 +100,8 @@ class TrainSpec:
     threads: int | None = None  # torch CPU threads (None: torch's default)
     log_every: int = 10
     progress: bool = True
+    checkpoint: bool = True  # save the training state each epoch (and on SIGTERM) so a rerun resumes the run
+    keep_checkpoint: bool = False  # keep it after the run completes (results_root/.checkpoints/<run_key>.pt)
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size", "log_every"):

@@ -41,7 +41,7 @@ from peftbench.record import NOT_IN_KEY
 
 RECORD_NAME = "result.json"
 REQUIRED_KEYS = ("status", "method", "task", "model", "seed", "run_key")
-STATUSES = ("completed", "failed")
+STATUSES = ("completed", "failed", "interrupted")  # interrupted: stopped by SIGTERM, resumable from a checkpoint
 PARAM_KEYS = ("trainable", "stored", "paper", "base", "paper_share")
 RUN_COLUMNS = [
     "status", "error", "method", "task", "model", "seed", "run_key", "sweep", "design_key", "metric", "score",

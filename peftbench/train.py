@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from peftbench import checkpoint as ckpt
 from peftbench.batching import length_sorted_order, row_lengths, train_sampler
 from peftbench.config import RunConfig
 from peftbench.data import get_task, load_glue, make_collator, split_for_selection, subsample, tokenize_glue
@@ -179,15 +181,19 @@ def linear_warmup_decay(optimizer: torch.optim.Optimizer, warmup: int, total: in
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None) -> dict[str, Any]:
-    """Train, keep the best epoch on the selection split, and score every evaluation split of the dev set."""
+def train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint: Path | None = None) -> dict[str, Any]:
+    """Train, keep the best epoch on the selection split, and score every evaluation split of the dev set.
+
+    With `checkpoint`, the training state is saved there at every epoch end and when SIGTERM asks the run to stop
+    (then :class:`~peftbench.checkpoint.RunInterrupted` is raised), and a run finding one there continues from it
+    (`peftbench.checkpoint`)."""
     with PeakMemory() as memory:
-        result = _train_and_evaluate(cfg, prep, tracker)
+        result = _train_and_evaluate(cfg, prep, tracker, checkpoint)
     result["peak_mem_mb"] = memory.mib
     return result
 
 
-def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None) -> dict[str, Any]:
+def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint: Path | None = None) -> dict[str, Any]:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     accelerator = Accelerator(cpu=cfg.train.cpu,
@@ -211,11 +217,42 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None) -> dict[st
     main = get_task(task).main_metric
     history, best, best_state, step, seen, train_time = [], -math.inf, None, 0, 0, 0.0
     tokens = {"real": 0, "padded": 0}
-    bar = tqdm(total=total, desc=f"{cfg.method.name}/{task}", disable=not cfg.train.progress, unit="step")
-    for epoch in range(1, cfg.train.epochs + 1):
+    start_epoch, skip, loss_sum, n_batches, resumed = 1, 0, 0.0, 0, ckpt.load(checkpoint)
+    named = dict(model.named_parameters())
+    if resumed is not None:
+        with torch.no_grad():
+            for name, value in resumed["trainable"].items():
+                named[name].copy_(value)
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        history, best, best_state = resumed["history"], resumed["best"], resumed["best_state"]
+        step, seen, train_time, tokens = resumed["step"], resumed["seen"], resumed["train_time"], resumed["tokens"]
+        start_epoch, skip, loss_sum, n_batches = resumed["epoch"], resumed["batch"], resumed["loss_sum"], resumed["batch"]
+        sampler.generator.set_state(resumed["epoch_generator"])
+
+    def state(epoch: int, batch: int, epoch_generator: torch.Tensor) -> dict[str, Any]:
+        """What `peftbench.checkpoint` saves: the run stands before batch `batch` of epoch `epoch`."""
+        return {"epoch": epoch, "batch": batch, "epoch_generator": epoch_generator, "rng": ckpt.rng_states(),
+                "trainable": {n: p.detach().cpu().clone() for n, p in named.items() if p.requires_grad},
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history,
+                "best": best, "best_state": best_state, "step": step, "seen": seen, "train_time": train_time,
+                "tokens": dict(tokens), "loss_sum": loss_sum if batch else 0.0}  # fmt: skip
+
+    bar = tqdm(total=total, initial=step, desc=f"{cfg.method.name}/{task}", disable=not cfg.train.progress,
+               unit="step")  # fmt: skip
+    for epoch in range(start_epoch, cfg.train.epochs + 1):
         model.train()
-        epoch_start, loss_sum, n_batches = time.perf_counter(), 0.0, 0
-        for batch in train_dl:
+        epoch_generator = sampler.generator.get_state()  # the epoch's order is drawn from here
+        epoch_start = time.perf_counter()
+        if epoch > start_epoch or resumed is None:
+            loss_sum, n_batches = 0.0, 0
+        restore_rng = resumed is not None and epoch == start_epoch
+        for i, batch in enumerate(train_dl):
+            if epoch == start_epoch and i < skip:  # a resumed epoch: these batches were trained before the stop
+                continue
+            if restore_rng:
+                ckpt.set_rng_states(resumed["rng"])  # dropout continues from where it stopped
+                restore_rng = False
             loss = model(**batch).loss
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch} step {step + 1} (lr {lr:g}); "
@@ -237,6 +274,16 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None) -> dict[st
                 if tracker is not None:
                     tracker.log({"train/loss": loss_value, "train/lr": scheduler.get_last_lr()[0],
                                  "train/examples_per_s": rate}, step=step)
+            if ckpt.STOP:
+                bar.close()
+                where = "no checkpoint (train.checkpoint=false): a rerun starts over"
+                if checkpoint is not None:
+                    train_time += time.perf_counter() - epoch_start
+                    ckpt.save(checkpoint, state(epoch, i + 1, epoch_generator))
+                    where = f"checkpoint {checkpoint}: rerun the same command to resume"
+                raise ckpt.RunInterrupted(f"stopped by SIGTERM at epoch {epoch}, step {step} of {total}; {where}")
+        if restore_rng:  # stopped after the epoch's last batch
+            ckpt.set_rng_states(resumed["rng"])
         train_time += time.perf_counter() - epoch_start
         entry: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(n_batches, 1),
                                  "lr": scheduler.get_last_lr()[0]}
@@ -254,6 +301,8 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None) -> dict[st
             logged = {f"select/{k}": v for k, v in entry.get("select", {}).items()} | {"epoch": epoch}
             logged |= {f"select/gate_lambda/layer_{i}": v for i, v in enumerate(entry.get("gate_lambda", []))}
             tracker.log(logged, step=step)
+        if checkpoint is not None and epoch < cfg.train.epochs:
+            ckpt.save(checkpoint, state(epoch + 1, 0, sampler.generator.get_state()))
     bar.close()
 
     if best_state is not None:  # restore the epoch chosen on the held-out split

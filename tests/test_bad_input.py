@@ -289,7 +289,7 @@ def stub_runs(monkeypatch, tmp_path):
     params = {"paper_share": 0.01}
     monkeypatch.setattr(peftbench.train, "prepare", lambda specs: SimpleNamespace(
         report=SimpleNamespace(as_dict=lambda: params)))
-    monkeypatch.setattr(peftbench.train, "train_and_evaluate", lambda specs, prep, tracker: {
+    monkeypatch.setattr(peftbench.train, "train_and_evaluate", lambda specs, prep, tracker, checkpoint=None: {
         "metrics": {"accuracy": 0.5}, "score": 0.5, "metric": "accuracy"})
 
     def full(record, run_dir):

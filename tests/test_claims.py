@@ -88,7 +88,7 @@ def stub_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
 
     trained: list[str] = []
 
-    def train(specs, prep, tracker):
+    def train(specs, prep, tracker, checkpoint=None):
         trained.append(specs.method.name)
         return {"metrics": {"accuracy": 0.5}, "score": 0.5, "metric": "accuracy"}
 
