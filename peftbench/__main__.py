@@ -12,6 +12,7 @@ exits 1.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -181,6 +182,27 @@ def run_job(cfg: DictConfig) -> dict:
         restore_handler()
 
 
+def _checkpoint(cfg: DictConfig, key: str, what: str) -> Path | None:
+    """Where this run keeps its checkpoint (`peftbench.checkpoint`), or None: ``train.checkpoint=false``, or a
+    ``results_root`` where none can be kept (a warning; a single run's record goes to its own folder anyway)."""
+    if not cfg.train.checkpoint:
+        return None
+    from peftbench.checkpoint import checkpoint_path
+
+    path = checkpoint_path(cfg.results_root, key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not cfg.resume:
+            path.unlink(missing_ok=True)  # resume=false: start over
+        elif path.is_file():
+            print(f"peftbench: {what}: resuming from its checkpoint {path}")
+    except OSError as err:
+        print(f"peftbench: warning: no checkpoint for this run: cannot use {path.parent} ({err.strerror})",
+              file=sys.stderr)
+        return None
+    return path
+
+
 def _job(cfg: DictConfig) -> dict:
     from peftbench.claims import Claim
     from peftbench.record import base_record, find_completed
@@ -209,22 +231,15 @@ def _job(cfg: DictConfig) -> dict:
         if isinstance(claim, Claim) and claim.taken_over:
             print(f"peftbench: {what}: rerunning an abandoned run (pid {claim.taken_over.get('pid')} on "
                   f"{claim.taken_over.get('host')} died in {claim.taken_over.get('run_dir')})")
-    checkpoint = None
-    if cfg.train.checkpoint:
-        from peftbench.checkpoint import checkpoint_path
-
-        checkpoint = checkpoint_path(cfg.results_root, record["run_key"])
-        if not cfg.resume:
-            checkpoint.unlink(missing_ok=True)  # resume=false: start over
-        elif checkpoint.is_file():
-            print(f"peftbench: {what}: resuming from its checkpoint {checkpoint}")
+    checkpoint = _checkpoint(cfg, record["run_key"], what)
     try:
         record = _train_and_record(specs, record, run_dir, checkpoint)
     finally:
         if isinstance(claim, Claim):
             claim.release()
     if checkpoint is not None and record["status"] != "interrupted" and not cfg.train.keep_checkpoint:
-        checkpoint.unlink(missing_ok=True)  # completed, or failed (a failed run is redone from the start)
+        with contextlib.suppress(OSError):  # completed, or failed (a failed run is redone from the start)
+            checkpoint.unlink(missing_ok=True)
     if record["status"] == "interrupted":
         raise SystemExit(128 + signal.SIGTERM)  # the process was asked to stop: the sweep stops too
     return record

@@ -203,6 +203,10 @@ def compose(overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bo
 
 def to_specs(cfg: DictConfig) -> RunConfig:
     """Build the typed, validated specs from a composed config (raises SpecError on impossible combinations)."""
+    valid = [f.name for f in fields(RunConfig)]
+    unknown = [k for k in cfg if k not in valid and k != "hydra"]
+    if unknown:  # `+key=v` adds a top-level key that nothing would read
+        raise SpecError(f"unknown key {unknown[0]!r}; valid top-level keys: {', '.join(valid)}")
     for slot, module in cfg.method.modules.items():  # validate each module under its full name first
         try:
             OmegaConf.to_object(module)
