@@ -33,6 +33,13 @@ from peftbench.models import load_model, load_tokenizer
 from peftbench.prefix import PrefixEncoder, PrefixHeads
 from peftbench.prompts import PromptInserter
 
+#: what a record can promise about a rerun with the same seed, by device (README, "Long sweeps")
+DETERMINISM = {
+    "cpu": "bitwise: the same command and seed give the same metrics and loss history (tested on CPU)",
+    "gpu": "not bitwise: cuBLAS and atomic-add kernels may reorder float sums between runs; expect differences "
+           "in the last digits of losses and occasionally of metrics",
+}
+
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
@@ -341,6 +348,7 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint
                        "padded_tokens": tokens["padded"],
                        "padding_ratio": tokens["padded"] / tokens["real"] if tokens["real"] else None},
         "device": str(accelerator.device),
+        "determinism": DETERMINISM["cpu" if accelerator.device.type == "cpu" else "gpu"],
         "mixed_precision": accelerator.mixed_precision,
         "gate_lambda": gate_lambda or None,
         "predictions": predictions,

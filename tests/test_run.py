@@ -135,4 +135,5 @@ def test_same_seed_same_result_on_cpu(tmp_path, glue_dir, cache_dir):
         assert out.returncode == 0, out.stderr[-2000:]
         (record,) = records(tmp_path / str(i) / "run")
         scores.append((record["metrics"], record["history"][0]["train_loss"]))
+        assert record["determinism"].startswith("bitwise")  # the record says what a rerun will give
     assert scores[0] == scores[1]

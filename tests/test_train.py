@@ -148,10 +148,10 @@ def test_lr_scale_multiplies_the_preset_or_the_given_lr(overrides, expected):
 
 
 def test_lr_scale_at_its_default_keeps_the_run_key_of_records_written_before_it_existed():
+    from omegaconf import OmegaConf
+
     from peftbench.config import compose
     from peftbench.record import run_key
-
-    from omegaconf import OmegaConf
 
     plain = OmegaConf.to_container(compose(["method=lora"]), resolve=True)
     before = {**plain, "train": {k: v for k, v in plain["train"].items() if k != "lr_scale"}}
