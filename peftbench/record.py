@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import uuid
 from importlib import metadata
 from pathlib import Path
@@ -106,6 +107,18 @@ def write_record(record: dict[str, Any], run_dir: str | Path) -> Path:
     return path
 
 
+_WARNED: set[Path] = set()
+
+
+def _warn_unreadable(path: Path, err: Exception) -> None:
+    """One warning per unreadable record and process: resume passes over it (its run counts as not done)."""
+    if path not in _WARNED:
+        _WARNED.add(path)
+        reason = err.strerror if isinstance(err, OSError) else f"not JSON ({err})"
+        print(f"peftbench: warning: resume passes over {path}: {reason}; its run, if any, is redone",
+              file=sys.stderr)
+
+
 def find_completed(roots: str | Path | list[str | Path], key: str) -> Path | None:
     """A completed record with this run key under any of `roots` (``results_root``, and the sweep folder where a
     sweep wrote elsewhere): resume skips its run. Unreadable records are passed over."""
@@ -118,7 +131,8 @@ def find_completed(roots: str | Path | list[str | Path], key: str) -> Path | Non
         for path in root.rglob("result.json"):
             try:
                 record = json.loads(path.read_text())
-            except (OSError, ValueError):
+            except (OSError, ValueError) as err:
+                _warn_unreadable(path, err)
                 continue
             if isinstance(record, dict) and record.get("run_key") == key and record.get("status") == "completed":
                 return path

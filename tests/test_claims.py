@@ -80,6 +80,16 @@ def test_find_completed_searches_every_root_once(tmp_path: Path) -> None:
     assert find_completed(tmp_path / "root", "def") is None  # a failed record is redone
 
 
+def test_resume_names_a_corrupt_record_once_and_passes_over_it(tmp_path: Path, capsys) -> None:
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "result.json").write_text('{"status": "completed", "run_k')  # a half-copied record
+    write_record({"status": "completed", "run_key": "abc"}, tmp_path / "1")
+    assert find_completed(tmp_path, "abc") == tmp_path / "1" / "result.json"
+    assert find_completed(tmp_path, "xyz") is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"resume passes over {tmp_path / '0' / 'result.json'}: not JSON" in err[0]
+
+
 @pytest.fixture
 def stub_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     """`run_job` inside a Hydra multirun job (sweep folder tmp/sweep) with training stubbed out; returns the
