@@ -56,30 +56,25 @@ def uninterrupted(specs, tmp_path_factory: pytest.TempPathFactory) -> tuple[tupl
     return outcome(result), path
 
 
-def test_stopped_mid_epoch_resumes_to_the_same_result(specs, uninterrupted, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("stop_at", "where", "left"),
+    [(4, r"epoch 1, step 4 of 20", 16), (13, r"epoch 2, step 13 of 20", 7)],  # 10 steps per epoch
+    ids=["in epoch 1", "in epoch 2"],
+)
+def test_stopped_mid_epoch_resumes_to_the_same_result(
+    specs, uninterrupted, tmp_path, monkeypatch, stop_at: int, where: str, left: int
+) -> None:
     expected, _ = uninterrupted
     path = tmp_path / "run.pt"
-    monkeypatch.setattr(ckpt, "STOP", StopAfter(4))  # 10 steps per epoch: stop after step 4 of epoch 1
-    with pytest.raises(ckpt.RunInterrupted, match=r"epoch 1, step 4 of 20; checkpoint .*run.pt: rerun"):
+    monkeypatch.setattr(ckpt, "STOP", StopAfter(stop_at))
+    with pytest.raises(ckpt.RunInterrupted, match=where + r"; checkpoint .*run.pt: rerun"):
         train_and_evaluate(specs, prepare(specs), checkpoint=path)
     saved = ckpt.load(path)
-    assert (saved["epoch"], saved["batch"], saved["step"]) == (1, 4, 4)
+    assert (saved["step"], saved["batch"]) == (stop_at, stop_at - 10 * (saved["epoch"] - 1))
     resumed = StopAfter(10**9)
     monkeypatch.setattr(ckpt, "STOP", resumed)
     assert outcome(train_and_evaluate(specs, prepare(specs), checkpoint=path)) == expected
-    assert resumed.polls == 16  # it trained only the 16 steps left, not 20 from the start
-
-
-def test_stopped_in_the_second_epoch_resumes_to_the_same_result(specs, uninterrupted, tmp_path, monkeypatch):
-    expected, _ = uninterrupted
-    path = tmp_path / "run.pt"
-    monkeypatch.setattr(ckpt, "STOP", StopAfter(13))
-    with pytest.raises(ckpt.RunInterrupted, match="epoch 2, step 13 of 20"):
-        train_and_evaluate(specs, prepare(specs), checkpoint=path)
-    resumed = StopAfter(10**9)
-    monkeypatch.setattr(ckpt, "STOP", resumed)
-    assert outcome(train_and_evaluate(specs, prepare(specs), checkpoint=path)) == expected
-    assert resumed.polls == 7
+    assert resumed.polls == left  # it trained only the steps left, not 20 from the start
 
 
 def test_killed_after_epoch_one_resumes_at_epoch_two(specs, uninterrupted, tmp_path, monkeypatch) -> None:
