@@ -28,6 +28,8 @@ class ArchMap:
     - ``pools_last_token``: the classifier reads the last non-pad token, which transformers finds in
       ``input_ids``; with ``inputs_embeds`` (prompt methods) it reads the last position, so the prompt hook moves
       each row's content to the end (decoders use relative positions, so the shift changes nothing else).
+    - ``lm_head``: the LM head of the architecture's LM class (``AutoModelForMaskedLM`` / ``AutoModelForCausalLM``
+      when ``causal``), relative to that model's root; it maps hidden states to vocabulary logits (the verbalizer).
     """
 
     layers: str
@@ -42,6 +44,8 @@ class ArchMap:
     first_token_is_cls: bool = True
     attention_hook: bool = True
     pools_last_token: bool = False
+    lm_head: str | None = None
+    causal: bool = False
 
     @property
     def attn_in(self) -> str:
@@ -78,8 +82,8 @@ _BERT_LIKE = dict(
 
 ARCHITECTURES: dict[str, ArchMap] = {
     # BERT's pooler (dense d×d on [CLS]) is part of its classification head, like RoBERTa's head.dense.
-    "bert": ArchMap(**_BERT_LIKE, head=("classifier", "bert.pooler")),
-    "roberta": ArchMap(**_BERT_LIKE, head=("classifier",)),
+    "bert": ArchMap(**_BERT_LIKE, head=("classifier", "bert.pooler"), lm_head="cls"),
+    "roberta": ArchMap(**_BERT_LIKE, head=("classifier",), lm_head="lm_head"),
     "xlm-roberta": ArchMap(**_BERT_LIKE, head=("classifier",)),
     "electra": ArchMap(**_BERT_LIKE, head=("classifier",)),
     "distilbert": ArchMap(
@@ -117,6 +121,8 @@ ARCHITECTURES: dict[str, ArchMap] = {
         head=("score",),
         first_token_is_cls=False,
         pools_last_token=True,
+        lm_head="lm_head",
+        causal=True,
     ),
 }
 

@@ -46,6 +46,10 @@ def _positive(key: str, value: float | None, optional: bool = False) -> None:
 class TaskSpec:
     name: str = "sst2"
     max_length: int = 128
+    # The verbalizer head (method.head=verbalizer) writes each example into ``template``, e.g.
+    # "{sentence} It was {mask}.", and scores ``label_words`` (one per label, in label order) at {mask}.
+    template: str | None = None
+    label_words: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         from peftbench.data import GLUE_TASKS  # lazily: datasets is slow to import
@@ -214,7 +218,23 @@ def to_specs(cfg: DictConfig) -> RunConfig:
             raise SpecError(str(err).replace("module", f"method.modules.{slot}", 1)) from None
     specs: RunConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     check_layers(specs)
+    if specs.method.head == "verbalizer":
+        check_verbalizer(specs)
     return specs
+
+
+def check_verbalizer(specs: RunConfig) -> None:
+    """The task has a template naming its fields and one label word per label; the model has an LM head mapping."""
+    from peftbench.data import get_task
+    from peftbench.verbalizer import check_template, lm_class
+
+    info = get_task(specs.task.name)
+    check_template(info.name, specs.task.template, specs.task.label_words, info.text_fields, info.num_labels)
+    model_type = specs.model.config.get("model_type")
+    if model_type is None and model_layers(specs.model) is not None:  # installed weights: their config is at hand
+        model_type = model_config(specs.model, weights=False).model_type
+    if model_type is not None:
+        lm_class(model_type)
 
 
 def model_layers(spec: ModelSpec) -> int | None:

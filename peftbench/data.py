@@ -336,12 +336,13 @@ def tokenized_cache_path(
     task: str,
     max_length: int = 128,
     cache_dir: str | os.PathLike | None = None,
+    template: Any = None,
 ) -> Path:
     """Where `tokenize_glue` stores (or finds) this tokenisation.
 
     The key hashes the task, each split's fingerprint and size (for local data: the file's content hash,
     updated by every seeded select/split), the tokenizer's class, name_or_path, vocabulary size and
-    truncation side, and `max_length`.
+    truncation side, `max_length`, and the verbalizer template if any.
     """
     info = get_task(task)
     key = {
@@ -357,6 +358,8 @@ def tokenized_cache_path(
             getattr(tokenizer, "truncation_side", "right"),
         ],
     }
+    if template is not None:  # (absent otherwise, so existing caches keep their keys)
+        key["template"] = template.key
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     root = absolute_path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR.expanduser()
     return root / f"{info.name}-{digest}"
@@ -368,8 +371,12 @@ def tokenize_glue(
     task: str,
     max_length: int = 128,
     cache_dir: str | os.PathLike | None = None,
+    template: Any = None,
 ) -> DatasetDict:
     """Tokenise every split (one sentence or a pair, truncated to `max_length`, not padded), cached on disk.
+
+    With `template` (a `peftbench.verbalizer.Template`) each example is written into the template as one
+    sequence, cut in its text, never in the template (`peftbench.verbalizer.encode`).
 
     Returns `input_ids`, `attention_mask`, `token_type_ids` (when the tokenizer makes them) and `labels`;
     the text columns and `idx` are dropped (rows keep their order, so `dsd[split]["idx"]` still applies).
@@ -381,7 +388,7 @@ def tokenize_glue(
         missing = [c for c in (*info.text_fields, "label") if c not in ds.column_names]
         if missing:
             raise DataError(f"{info.name}/{name}: missing column(s) {missing}; it has {ds.column_names}")
-    path = tokenized_cache_path(dsd, tokenizer, info.name, max_length, cache_dir)
+    path = tokenized_cache_path(dsd, tokenizer, info.name, max_length, cache_dir, template)
     if (path / "dataset_dict.json").is_file():
         logger.info("tokenised %s: cache hit %s", info.name, path)
         return DatasetDict.load_from_disk(str(path))
@@ -389,6 +396,10 @@ def tokenize_glue(
     logger.info("tokenising %s (max_length=%d) into %s", info.name, max_length, path)
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
+        if template is not None:
+            from peftbench.verbalizer import encode as encode_template
+
+            return encode_template(template, tokenizer, batch, max_length)
         texts = [batch[field] for field in info.text_fields]
         return tokenizer(*texts, truncation=True, max_length=max_length)
 

@@ -40,7 +40,9 @@ class MethodReport:
     - ``trainable``: everything that receives gradients (the prefix MLP and the task head included);
     - ``stored``: what must be saved after training (prefix vectors instead of the MLP; the head included);
     - ``paper``: the paper's count (the method's parameters: no head, no prefix MLP, adapter biases aside);
-    - ``base``: the pretrained model without the task head; ``paper_share`` = paper / base.
+    - ``base``: the pretrained model without the task head; ``paper_share`` = paper / base;
+    - ``head``: the task head's size (a verbalizer's is the pretrained LM head's own part, e.g. BERT's MLM
+      transform and output bias, which it never trains: ``head_trained`` false, not stored).
     """
 
     method: str
@@ -50,6 +52,8 @@ class MethodReport:
     base: int
     head: int
     paper_share: float
+    head_kind: str = "linear"  # linear (a new classifier) | verbalizer (the pretrained LM head, never trained)
+    head_trained: bool = True
     modules: list[str] = field(default_factory=list)
     breakdown: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -124,8 +128,10 @@ class _Injector:
         set_submodule(layer, out_path, wrapper)
         self.modified.append(wrapper)
 
-    def install_heads(self, slot: str, module: ModuleSpec, indices: list[int]) -> None:
-        """Prefix vectors per layer at the attention heads, optionally produced by a shared MLP."""
+    def install_heads(self, slot: str, module: ModuleSpec, indices: list[int],
+                      words: dict[int, torch.Tensor] | None = None) -> None:
+        """Prefix vectors per layer at the attention heads, optionally produced by a shared MLP; ``words`` (layer →
+        (2, l, d_kv)) sets them to given keys/values (``init=words``)."""
         if not self.arch.attention_hook:
             raise SpecError(f"method.modules.{slot}: form=prefix needs attention through transformers' "
                             f"AttentionInterface; {self.model.config.model_type} does not route it there")
@@ -152,13 +158,21 @@ class _Injector:
                                     device=like.device, dtype=like.dtype)
             setattr(self.model, f"peftbench_prefix_{slot}", self.keep(encoder))
             encoder.attach(self.model)
+            if words is not None:
+                encoder.fit([words[i] for i in indices])
+        elif words is not None:
+            for index, prefix in zip(indices, heads, strict=True):
+                prefix.prefix.data.copy_(words[index])
         install_attention_hook(self.model)
 
     def install_prompt(self, tokenizer) -> None:
         prompt = self.spec.prompt
         embeddings = self.model.get_input_embeddings()
         init_ids = None
-        if prompt.kind == "soft" and prompt.init == "vocab":
+        meta = embeddings.weight.device.type == "meta"  # shapes only (budgets): no values to initialise
+        if meta:
+            pass
+        elif prompt.kind == "soft" and prompt.init == "vocab":
             vocab = embeddings.weight.shape[0]
             low, high = min(1000, vocab // 10), min(6000, vocab)  # skip special/unused ids, keep common tokens
             init_ids = torch.randint(low, max(high, low + 1), (prompt.length,))
@@ -171,13 +185,48 @@ class _Injector:
         if prompt.position == "infix":
             separator = getattr(tokenizer, "sep_token_id", None) if tokenizer is not None else None
             separator = separator if separator is not None else getattr(self.model.config, "sep_token_id", None)
-            if separator is None:
+            if separator is None and not meta:
                 raise SpecError("method.prompt.position=infix needs a separator token: pass the tokenizer")
         inserter = PromptInserter(prompt, embeddings, self.arch.first_token_is_cls, separator, init_ids,
                                   right_align=self.arch.pools_last_token)
         self.model.peftbench_prompt = self.keep(inserter)
         self.model.register_forward_pre_hook(inserter.hook, with_kwargs=True)
         self.modified.append(embeddings)
+
+
+@torch.no_grad()
+def word_key_values(model: nn.Module, arch: ArchMap, tokenizer, words: list[str], length: int) -> dict[int, torch.Tensor] | None:
+    """Li & Liang's prefix initialisation from real words' activations: the keys and values the frozen model
+    computes for ``words`` at each layer, as (2, ``length``, d_kv) per layer (the words' tokens repeated or cut
+    to ``length``). They are the key/value projections' outputs; a rotary model (Llama) rotates keys later, by
+    position, and a prefix has no position, so its keys are taken before the rotation. None on the meta device."""
+    device = next(model.parameters()).device
+    if device.type == "meta":
+        return None
+    if tokenizer is None:
+        raise SpecError("init=words needs the tokenizer to read init_words: apply_method(model, spec, tokenizer)")
+    encoded = tokenizer(" ".join(words), return_tensors="pt", return_special_tokens_mask=True)
+    keep = encoded.pop("special_tokens_mask")[0] == 0
+    if not bool(keep.any()):
+        raise SpecError(f"init_words={list(words)} gives no tokens with this tokenizer")
+    layers = get_submodule(model.base_model, arch.layers)
+    taken: dict[tuple[int, int], torch.Tensor] = {}
+    hooks = []
+    for index, layer in enumerate(layers):
+        for which, path in enumerate((arch.attn_k, arch.attn_v)):
+            def take(_module, _args, output, key=(index, which)):
+                taken[key] = output[0, keep]
+            hooks.append(get_submodule(layer, path).register_forward_hook(take))
+    training = model.training
+    try:
+        model.eval()
+        model(**{k: v.to(device) for k, v in encoded.items()})
+    finally:
+        model.train(training)
+        for hook in hooks:
+            hook.remove()
+    repeat = torch.arange(length) % int(keep.sum())
+    return {i: torch.stack([taken[i, 0][repeat], taken[i, 1][repeat]]) for i in range(len(layers))}
 
 
 def _weight_of(module: nn.Module) -> torch.Tensor:
@@ -187,8 +236,9 @@ def _weight_of(module: nn.Module) -> torch.Tensor:
 
 
 def _head_modules(model: nn.Module, arch: ArchMap) -> list[nn.Module]:
+    """The task head: the architecture's classifier, or the LM head a verbalizer declares."""
     heads = []
-    for path in arch.head:
+    for path in getattr(model, "peftbench_head_paths", arch.head):
         try:
             heads.append(model.get_submodule(path))
         except AttributeError:
@@ -207,15 +257,20 @@ def apply_method(model: nn.Module, spec: MethodSpec, tokenizer=None) -> MethodRe
     arch = arch_for(model)
     heads = _head_modules(model, arch)
     head_ids = {id(p) for h in heads for p in h.parameters()}
+    if hasattr(model, "peftbench_head_paths"):  # an LM head tied to the input embeddings belongs to the base
+        head_ids -= {id(p) for p in model.base_model.parameters()}
     base_params = [p for p in model.parameters() if id(p) not in head_ids]
     base = sum(p.numel() for p in base_params)
 
+    # Word activations come from the unmodified model, before any module is installed.
+    words = {slot: word_key_values(model, arch, tokenizer, module.init_words, module.r)
+             for slot, module in spec.modules.items() if module.init == "words"}
     model.requires_grad_(spec.train_all)
     injector = _Injector(model, spec, arch)
     for slot, module in spec.modules.items():
         indices = parse_layers(module.layers, len(injector.layers))
         if module.form == "prefix":
-            injector.install_heads(slot, module, indices)
+            injector.install_heads(slot, module, indices, words.get(slot))
             continue
         for rep in module.representation:
             for index in indices:
@@ -242,8 +297,11 @@ def apply_method(model: nn.Module, spec: MethodSpec, tokenizer=None) -> MethodRe
             module.requires_grad_(True)
     if spec.train_bias and not biases:
         raise SpecError(f"method {spec.name}: train_bias=true, but {model.config.model_type} has no bias terms to train")
+    train_head = (spec.train_head and spec.head == "linear") or spec.train_all
     for head in heads:
-        head.requires_grad_(spec.train_head or spec.train_all)
+        for p in head.parameters():
+            if id(p) in head_ids:
+                p.requires_grad_(train_head)
 
     report = _count(model, spec, added, added_ids, head_ids, base, injector.modified)
     model.peftbench_method = spec.name
@@ -271,10 +329,11 @@ def _count(model, spec, added, added_ids, head_ids, base, modified) -> MethodRep
         paper += counted
         stored += kept
     paper += base_trained
-    stored += base_trained + (head if spec.train_head or spec.train_all else 0)
+    stored += base_trained + (head if (spec.train_head and spec.head == "linear") or spec.train_all else 0)
     return MethodReport(
         method=spec.name, trainable=trainable, stored=stored, paper=paper, base=base, head=head,
-        paper_share=paper / base, modules=sorted(names.get(id(m), "?") for m in modified), breakdown=breakdown,
+        paper_share=paper / base, head_kind=spec.head,
+        head_trained=(spec.train_head and spec.head == "linear") or spec.train_all, modules=sorted(names.get(id(m), "?") for m in modified), breakdown=breakdown,
     )
 
 

@@ -29,6 +29,7 @@ class ModelSpec:
     random_init: bool = False
     config: dict[str, Any] = field(default_factory=dict)
     tokenizer: str | None = None  # null: the model's own
+    gguf_file: str | None = None  # a GGUF file inside ``pretrained`` (transformers dequantises it to float on load)
 
 
 def resolve_source(source: str | None) -> str | None:
@@ -49,6 +50,12 @@ def _weights_source(spec: ModelSpec) -> str | None:
     return resolve_source(spec.pretrained) or spec.hub_id
 
 
+def _file_kwargs(spec: ModelSpec, source: str | None) -> dict[str, str]:
+    """``gguf_file`` for the installed GGUF weights; a hub fallback loads the hub's own (safetensors) files."""
+    local = resolve_source(spec.pretrained)
+    return {"gguf_file": spec.gguf_file} if spec.gguf_file and local is not None and source == local else {}
+
+
 def model_config(spec: ModelSpec, num_labels: int = 2, weights: bool = True) -> PretrainedConfig:
     """The transformers config: from the weights' folder when loading them, else built from ``spec.config``."""
     overrides = {k: v for k, v in spec.config.items() if k != "model_type"}
@@ -56,19 +63,26 @@ def model_config(spec: ModelSpec, num_labels: int = 2, weights: bool = True) -> 
     if spec.random_init or not weights or source is None:
         model_type = spec.config.get("model_type")
         if model_type is None and source is not None:
-            return AutoConfig.from_pretrained(source, num_labels=num_labels, **overrides)
+            return AutoConfig.from_pretrained(source, num_labels=num_labels, **_file_kwargs(spec, source), **overrides)
         if model_type is None:
             raise ModelError(f"model {spec.name}: no weights source and no config.model_type to build it from")
         return AutoConfig.for_model(model_type, num_labels=num_labels, **overrides)
     try:
-        return AutoConfig.from_pretrained(source, num_labels=num_labels, **overrides)
+        return AutoConfig.from_pretrained(source, num_labels=num_labels, **_file_kwargs(spec, source), **overrides)
     except OSError as err:
         raise ModelError(f"model {spec.name}: cannot load its config from {source!r} ({type(err).__name__}); "
                          f"offline, use a model whose weights are installed (minilm) or random_init") from err
 
 
-def load_model(spec: ModelSpec, num_labels: int = 2, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """A sequence-classification model. ``device="meta"`` builds the shape only (no weights, no memory)."""
+def load_model(spec: ModelSpec, num_labels: int = 2, device: str | torch.device = "cpu",
+               verbalizer=None) -> torch.nn.Module:
+    """A sequence-classification model. ``device="meta"`` builds the shape only (no weights, no memory).
+
+    With ``verbalizer`` (a :class:`peftbench.verbalizer.Template`) the model is the architecture's LM with its
+    pretrained LM head, wrapped as a :class:`~peftbench.verbalizer.VerbalizerModel`; weights without an LM head
+    are refused (a random LM head would pass for a verbalizer)."""
+    if verbalizer is not None:
+        return _load_verbalizer(spec, verbalizer, device)
     if str(device) == "meta":
         with torch.device("meta"):
             return AutoModelForSequenceClassification.from_config(model_config(spec, num_labels, weights=False))
@@ -80,12 +94,40 @@ def load_model(spec: ModelSpec, num_labels: int = 2, device: str | torch.device 
         if source is None:
             raise ModelError(f"model {spec.name}: no weights source (set pretrained, hub_id or random_init=true)")
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(source, config=config)
+            model = AutoModelForSequenceClassification.from_pretrained(source, config=config,
+                                                                       **_file_kwargs(spec, source))
         except OSError as err:
             raise ModelError(f"model {spec.name}: cannot load weights from {source!r}: {str(err).splitlines()[0]}") from err
     if model.config.pad_token_id is None and getattr(model.config, "eos_token_id", None) is not None:
         model.config.pad_token_id = model.config.eos_token_id  # decoders (Llama) classify the last non-pad token
     return model.to(device)
+
+
+def _load_verbalizer(spec: ModelSpec, template, device) -> torch.nn.Module:
+    from peftbench.verbalizer import VerbalizerModel, lm_class
+
+    meta = str(device) == "meta"
+    config = model_config(spec, weights=not meta)
+    arch, auto = lm_class(config.model_type)
+    if meta or spec.random_init:
+        with torch.device("meta" if meta else "cpu"):
+            lm = auto.from_config(config)
+    else:
+        source = _weights_source(spec)
+        if source is None:
+            raise ModelError(f"model {spec.name}: no weights source (set pretrained, hub_id or random_init=true)")
+        try:
+            lm, info = auto.from_pretrained(source, config=config, output_loading_info=True, **_file_kwargs(spec, source))
+        except OSError as err:
+            raise ModelError(f"model {spec.name}: cannot load weights from {source!r}: {str(err).splitlines()[0]}") from err
+        missing = sorted(k for k in info.get("missing_keys", ()) if k.startswith(f"{arch.lm_head}."))
+        if missing:
+            raise ModelError(f"model {spec.name} has no pretrained LM head ({len(missing)} of its weights missing, "
+                             f"e.g. {missing[0]}); head=verbalizer needs one (e.g. model=smollm2), or use head=linear")
+    if lm.config.pad_token_id is None and getattr(lm.config, "eos_token_id", None) is not None:
+        lm.config.pad_token_id = lm.config.eos_token_id
+    model = VerbalizerModel(lm, arch, template.label_ids, template.mask_token_id)
+    return model if meta else model.to(device)
 
 
 def load_tokenizer(spec: ModelSpec):
@@ -94,7 +136,7 @@ def load_tokenizer(spec: ModelSpec):
     if source is None:
         raise ModelError(f"model {spec.name}: no tokenizer source (set tokenizer: pkg:... or a hub id)")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, **({} if spec.tokenizer else _file_kwargs(spec, source)))
     except OSError as err:
         raise ModelError(f"model {spec.name}: cannot load its tokenizer from {source!r}") from err
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:

@@ -196,6 +196,16 @@ class PrefixEncoder(nn.Module):
             target.provided = flat[:, start:start + width].view(self.length, 2, -1).transpose(0, 1)
             start += width
 
+    @torch.no_grad()
+    def fit(self, prefixes: list[torch.Tensor]) -> None:
+        """Make the MLP produce ``prefixes`` (one (2, l, d_kv) tensor per target) exactly: keep E and the first
+        layer, and solve the last layer by least squares, tanh(E W1ᵀ + b1) W2ᵀ = P − b2 (exact for l <= hidden)."""
+        target = torch.cat([p.transpose(0, 1).reshape(self.length, -1) for p in prefixes], dim=1)
+        first, last = self.mlp[0], self.mlp[2]
+        hidden = torch.tanh(first(self.embedding)).double()
+        solution = torch.linalg.lstsq(hidden, (target - last.bias).double().to(hidden.device), driver="gelsd").solution
+        last.weight.copy_(solution.T.to(last.weight.dtype))
+
     def paper_numel(self) -> int:
         return 0  # the MLP is thrown away after training; its prefixes are counted at the heads
 

@@ -108,7 +108,7 @@ class PromptInserter(nn.Module):
         where = self.insert_positions(input_ids)
         embeds = self.word_embeddings[0](input_ids)
         kwargs["inputs_embeds"] = self._insert(embeds, self.vectors().unsqueeze(0).expand(b, -1, -1), where)
-        for name in ("attention_mask", "token_type_ids"):
+        for name in ("attention_mask", "token_type_ids", "score_mask"):  # score_mask: the verbalizer's position
             value = kwargs.get(name)
             if value is not None:
                 fill = torch.ones if name == "attention_mask" else torch.zeros
@@ -117,7 +117,7 @@ class PromptInserter(nn.Module):
         if self.right_align and mask is not None:
             # a stable sort of the mask puts padding first and keeps the content's order
             order = torch.sort(mask, dim=1, stable=True).indices
-            for name in ("inputs_embeds", "attention_mask", "token_type_ids"):
+            for name in ("inputs_embeds", "attention_mask", "token_type_ids", "score_mask"):
                 value = kwargs.get(name)
                 if value is not None:
                     index = order.view(*order.shape, *([1] * (value.dim() - 2))).expand_as(value)

@@ -26,7 +26,9 @@ NOT_IN_KEY = ("logger", "results_root", "resume", "sweep", "data.glue_dir", "dat
               "train.log_every", "train.threads", "train.checkpoint", "train.keep_checkpoint")
 #: Keys added to the config after records were written, with their default: left out of the key at that default,
 #: so that a record written before the key existed still matches the run it was (resume does not redo it).
-ADDED_KEYS = {"train.lr_scale": 1.0}
+ADDED_KEYS = {"train.lr_scale": 1.0, "method.head": "linear", "model.gguf_file": None}
+#: Keys read only by the verbalizer head: out of the key of a run with the linear head.
+VERBALIZER_KEYS = ("template", "label_words")
 PACKAGES = ("peftbench", "torch", "transformers", "datasets", "evaluate", "accelerate", "hydra-core", "numpy")
 
 
@@ -39,6 +41,13 @@ def run_key(config: dict[str, Any]) -> str:
             node = node.get(part, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict) and (dotted not in ADDED_KEYS or node.get(last) == ADDED_KEYS[dotted]):
             node.pop(last, None)
+    method, task = plain.get("method") or {}, plain.get("task") or {}
+    for module in (method.get("modules") or {}).values():
+        if isinstance(module, dict) and module.get("init_words") == []:  # added with init=words
+            module.pop("init_words")
+    if method.get("head", "linear") == "linear" and isinstance(task, dict):
+        for key in VERBALIZER_KEYS:
+            task.pop(key, None)
     return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()
 
 

@@ -26,11 +26,14 @@ REPRESENTATIONS = SUBLAYER_REPRESENTATIONS + HEAD_REPRESENTATIONS + WEIGHT_REPRE
 COMPOSITIONS = ("add", "scale", "gate")
 BOTTLENECK_ACTIVATIONS = ("relu", "gelu", "tanh", "identity")
 PREFIX_ACTIVATIONS = ("softmax", "relu")
-INITS = ("bert", "lora")
+INITS = ("bert", "lora", "words")
 REPARAMS = ("none", "mlp")
 PROMPT_KINDS = ("soft", "lstm")
 PROMPT_POSITIONS = ("start", "infix")
 PROMPT_INITS = ("uniform", "vocab", "words")
+#: ``linear``: a new classifier (the architecture's task head); ``verbalizer``: the pretrained LM head's logits of
+#: the task's label words (peftbench.verbalizer), nothing trained at the head.
+HEADS = ("linear", "verbalizer")
 
 
 class SpecError(ValueError):
@@ -92,6 +95,8 @@ class ModuleSpec:
     - ``composition``: ``add`` h + Δh; ``scale`` h + s·Δh (``learn_scale`` makes s a trained scalar);
       ``gate`` (1 − λ(x)) h + λ(x) Δh, the prefix-tuning gate, exact by concatenating [P_k; K], [P_v; V].
     - ``r``: the bottleneck size, the rank, or for ``form=prefix`` the prefix length l.
+    - ``init``: ``lora`` (Δh = 0 at init: zero up-projection / P_v), ``bert`` (N(0, 0.02)), or ``words`` (prefix
+      only: each layer's P_k, P_v start as the frozen model's keys/values of ``init_words``, Li & Liang).
     """
 
     form: str = "bottleneck"
@@ -109,6 +114,7 @@ class ModuleSpec:
     layers: str = "all"
     reparam: str = "none"
     reparam_hidden: int = 800
+    init_words: list[str] = field(default_factory=list)  # init=words (form=prefix): the words whose keys/values start the prefix
 
     def __post_init__(self) -> None:
         self.validate("module")
@@ -134,6 +140,12 @@ class ModuleSpec:
             raise SpecError(f"{where}.dropout={self.dropout} must lie in [0, 1)")
         if self.learn_scale and self.composition != "scale":
             raise SpecError(f"{where}.learn_scale=true needs composition=scale, not {self.composition!r}")
+        if self.init == "words" and (self.form != "prefix" or not self.init_words):
+            raise SpecError(f"{where}.init=words starts a prefix from the frozen model's keys/values of "
+                            f"{where}.init_words; it needs form=prefix and a non-empty init_words "
+                            f"(form={self.form!r}, init_words={list(self.init_words)})")
+        if self.init_words and self.init != "words":
+            raise SpecError(f"{where}.init_words is read only with init=words (init={self.init!r})")
         try:
             parse_layers(self.layers, None)  # syntax only; the range is checked against the model
         except SpecError as err:
@@ -219,6 +231,7 @@ class MethodSpec:
     train_layer_norm: bool = False
     train_head: bool = True
     train_all: bool = False
+    head: str = "linear"
     lr: float = 1e-4
 
     def __post_init__(self) -> None:
@@ -235,9 +248,11 @@ class MethodSpec:
             self.prompt.validate("method.prompt")
         if not self.lr > 0:
             raise SpecError(f"method.lr={self.lr} must be > 0")
+        _one_of("method.head", self.head, HEADS)
         if self.train_all and (self.modules or self.prompt):
             raise SpecError("method.train_all=true is full fine-tuning; it takes no modules or prompt")
-        if not (self.modules or self.prompt or self.train_all or self.train_bias or self.train_head):
+        trains_head = self.train_head and self.head == "linear"  # a verbalizer trains no head
+        if not (self.modules or self.prompt or self.train_all or self.train_bias or trains_head):
             raise SpecError("method trains nothing: give modules, a prompt, or set train_bias/train_head/train_all")
         self.check_slots()
 
@@ -269,7 +284,12 @@ class MethodSpec:
                 "activation", "layers", "reparam")}
             for slot, m in self.modules.items()
         }
+        for slot, m in self.modules.items():
+            if m.init == "words":  # (only then: records written before word init keep their coordinates)
+                out[slot].update(init=m.init, init_words=list(m.init_words))
         out["prompt"] = asdict(self.prompt) if self.prompt else None
         out["train_bias"] = self.train_bias
         out["train_all"] = self.train_all
+        if self.head != "linear":  # (absent for the default, so records written before the field still match)
+            out["head"] = self.head
         return out

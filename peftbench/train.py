@@ -29,7 +29,7 @@ from peftbench.config import RunConfig
 from peftbench.data import get_task, load_glue, make_collator, split_for_selection, subsample, tokenize_glue
 from peftbench.inject import MethodReport, apply_method, export_reparameterisations
 from peftbench.metrics import compute_glue_metrics
-from peftbench.models import load_model, load_tokenizer
+from peftbench.models import load_model, load_tokenizer, model_config
 from peftbench.prefix import PrefixEncoder, PrefixHeads
 from peftbench.prompts import PromptInserter
 
@@ -65,8 +65,11 @@ def prepare(cfg: RunConfig) -> Prepared:
     start = time.perf_counter()
     info = get_task(cfg.task.name)
     tokenizer = load_tokenizer(cfg.model)
+    template = None
+    if cfg.method.head == "verbalizer":
+        template = verbalizer_template(cfg, tokenizer)
     splits = load_glue(info.name, cfg.data.source, cfg.data.glue_dir)
-    tokenized = tokenize_glue(splits, tokenizer, info.name, cfg.task.max_length, cfg.data.cache_dir)
+    tokenized = tokenize_glue(splits, tokenizer, info.name, cfg.task.max_length, cfg.data.cache_dir, template)
     train = subsample(tokenized["train"], cfg.data.max_train_samples, cfg.seed)
     select = None
     if cfg.data.select_on == "held_out":
@@ -77,9 +80,19 @@ def prepare(cfg: RunConfig) -> Prepared:
     evals = {name: subsample(tokenized[name], cfg.data.max_eval_samples, 0) for name in info.eval_splits}
 
     set_seed(cfg.seed)  # the same seed gives the same added-module initialisation and data order
-    model = load_model(cfg.model, num_labels=info.num_labels)
+    model = load_model(cfg.model, num_labels=info.num_labels, verbalizer=template)
     report = apply_method(model, cfg.method, tokenizer)
     return Prepared(model, report, train, select, evals, make_collator(tokenizer), time.perf_counter() - start)
+
+
+def verbalizer_template(cfg: RunConfig, tokenizer):
+    """The task's template resolved for this model's tokenizer (masked or causal LM by its architecture)."""
+    from peftbench.verbalizer import check_template, lm_class, resolve_template
+
+    info = get_task(cfg.task.name)
+    check_template(info.name, cfg.task.template, cfg.task.label_words, info.text_fields, info.num_labels)
+    arch, _ = lm_class(model_config(cfg.model, weights=False).model_type)
+    return resolve_template(cfg.task.template, cfg.task.label_words, info.text_fields, tokenizer, arch.causal)
 
 
 def _optimizer(model: torch.nn.Module, cfg: RunConfig, lr: float) -> torch.optim.Optimizer:

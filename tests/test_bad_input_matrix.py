@@ -94,6 +94,17 @@ CASES = [
     ("truncated row", [], edited_train(truncate_row), 1, "SST-2/train.tsv:6"),
     ("label out of range", [], edited_train(out_of_range_label), 1, "SST-2/train.tsv:4"),
     ("NaN loss", ["train.lr=1e6", "method=full"], sst2(), 1, "is nan"),
+    ("unknown head", ["method.head=mlp"], None, 2, "method.head='mlp' is not valid; valid values: linear, verbalizer"),
+    ("verbalizer on a regression task", ["task=stsb", "method.head=verbalizer"], None, 2,
+     "task stsb is a regression task; head=verbalizer needs classes"),
+    ("template without its mask", ["method.head=verbalizer", "task.template='{sentence} It was'"], None, 2,
+     "names ['sentence']; it must name each of {mask}, {sentence} exactly once"),
+    ("label words per label", ["method.head=verbalizer", "task.label_words=[great]"], None, 2,
+     "gives 1 words for 2 labels"),
+    ("word init without words", ["method=prefix", "method.modules.attn.init=words"], None, 2,
+     "init=words starts a prefix from the frozen model's keys/values"),
+    ("verbalizer without an LM head", ["model=minilm", "method.head=verbalizer"], sst2(), 1,
+     "model minilm has no pretrained LM head"),
 ]
 
 
@@ -123,7 +134,8 @@ def test_bad_input(
         glue(tmp_path / "glue", glue_dir)
         data.append(f"data.glue_dir={tmp_path / 'glue'}")
     single = [] if "-m" in args else ["hydra.run.dir=run"]
-    argv = [*RUN, *data, *single, *args]
+    run = [a for a in RUN if not (a.startswith("model=") and any(b.startswith("model=") for b in args))]
+    argv = [*run, *data, *single, *args]
     if "-m" not in args and not any(a.startswith("results_root=") for a in args):
         argv.append("results_root=runs")
     monkeypatch.chdir(tmp_path)
