@@ -40,7 +40,12 @@ GRIDS: dict[str, dict[str, tuple[int, int, int, int]]] = {
     "composition": {"cpu": (7, 1, 3, 1), "paper": (7, 2, 5, 1)},
     "bottleneck": {"cpu": (12, 1, 3, 1), "paper": (12, 2, 5, 1)},
     "mam_ablation": {"cpu": (7, 1, 3, 1), "paper": (7, 2, 5, 1)},
+    "prefix_ablation": {"cpu": (6, 1, 3, 3), "paper": (6, 2, 5, 1)},
+    "prompt_ablation": {"cpu": (7, 1, 3, 3), "paper": (7, 2, 5, 1)},
+    "ptuning_v2_ablation": {"cpu": (6, 1, 3, 3), "paper": (6, 2, 5, 1)},
 }
+#: arms that run on another model than their variant's (the verbalizer needs an LM head: SmolLM2, offline)
+OTHER_MODEL = {"smollm2_linear": "smollm2", "smollm2_verbalizer": "smollm2"}
 #: the sweep keys that are not part of a cell: a cell's runs differ in them (lr_scale: the lr grid)
 NOT_CELL = ("seed=", "task=", "train.lr_scale=")
 NAMES = [f"{experiment}_{variant}" for experiment in GRIDS for variant in VARIANTS]
@@ -96,7 +101,8 @@ def composed_cells(name: str) -> dict[tuple[str, ...], dict]:
             cells[cell_of(job)] = describe(list(job))  # composes, validates (to_specs) and counts
         else:
             specs = to_specs(compose(job))
-            cells[cell_of(job)] = {"model": specs.model.name, "design": specs.method.coordinates()}
+            cells[cell_of(job)] = {"model": specs.model.name, "design": specs.method.coordinates(),
+                                   "method": specs.method.name}
     return cells
 
 
@@ -156,8 +162,11 @@ def test_grid_composes_and_both_variants_run_the_same_designs(experiment: str) -
         assert all(value_of(j, "seed").isdigit() for j in jobs)  # a seed changes nothing else of a job
 
         cells = composed_cells(name)
-        assert {c["model"] for c in cells.values()} == {{"cpu": "minilm", "paper": "roberta_base"}[variant]}
-        designs[variant] = [json.dumps(c["design"], sort_keys=True, default=str) for c in cells.values()]
+        default = {"cpu": "minilm", "paper": "roberta_base"}[variant]
+        assert {c["method"]: c["model"] for c in cells.values()} == {
+            c["method"]: OTHER_MODEL.get(c["method"], default) for c in cells.values()}
+        designs[variant] = [json.dumps({**c["design"], "on": c["model"] if c["method"] in OTHER_MODEL else None},
+                                       sort_keys=True, default=str) for c in cells.values()]
         assert len(set(designs[variant])) == n_cells, f"{name}: two cells of the grid are the same design"
     assert designs["cpu"] == designs["paper"]
 
@@ -217,3 +226,24 @@ def test_planned_jobs_are_the_grid() -> None:
         assert len(planned_jobs(["-m", f"+experiment={name}"])) == runs(name), name
     narrowed = planned_jobs(["-m", "+experiment=table2_cpu", "task=sst2", "train.lr_scale=1"])
     assert len(narrowed) == 6 * 3 and all("task=sst2" in job for job in narrowed)
+
+
+def _arm_budgets(experiment: str) -> dict[str, int]:
+    return {next(o for o in cell if o.startswith("experiment/arm/")).split("=", 1)[1]: report["paper"]
+            for cell, report in composed_cells(f"{experiment}_paper").items()}
+
+
+def test_prompt_family_ablation_budgets() -> None:
+    """Issue 11's ablations on roberta-base (d=768, L=12): a prefix 2·l·d per layer, input vectors l·d; P-tuning v2
+    2·l·d per prompted layer; SmolLM2 (30 layers, 3 kv heads of 64) 2·l·d_kv per layer. Word init, infix, the
+    LSTM encoder and the reparameterisation change no stored count."""
+    d, layers = 768, 12
+    assert _arm_budgets("prefix_ablation") == {
+        "prefix_l4": 2 * 4 * d * layers, "prefix_l16": 2 * 16 * d * layers, "prefix_l64": 2 * 64 * d * layers,
+        "prefix_words": 2 * 16 * d * layers, "prefix_embed": 16 * d, "prefix_infix": 16 * d}
+    assert _arm_budgets("prompt_ablation") == {
+        "prompt_l1": d, "prompt_l5": 5 * d, "prompt_l20": 20 * d, "prompt_l100": 100 * d,
+        "prompt_uniform": 20 * d, "prompt_labels": 20 * d, "prompt_lstm": 20 * d}
+    assert _arm_budgets("ptuning_v2_ablation") == {
+        "ptv2": 2 * 20 * d * layers, "ptv2_mlp": 2 * 20 * d * layers, "ptv2_top3": 2 * 20 * d * 3,
+        "ptv2_bottom3": 2 * 20 * d * 3, "smollm2_linear": 30 * 2 * 20 * 192, "smollm2_verbalizer": 30 * 2 * 20 * 192}
