@@ -50,6 +50,18 @@ EXPERIMENT_COMPARISONS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     # Figure 1: the functional forms at equal budgets (pa r=16 = lora r=8 = prefix l=16, ...).
     "bottleneck": (("pa", "lora"), ("pa", "prefix"), ("lora", "prefix")),
+    # Li & Liang's ablations: length, depth, prefix vs infix (at the input), init from words.
+    "prefix_ablation": (
+        ("prefix_l16", "prefix_l4"), ("prefix_l64", "prefix_l16"), ("prefix_l16", "prefix_embed"),
+        ("prefix_embed", "prefix_infix"), ("prefix_words", "prefix_l16"),
+    ),
+    # Lester et al.'s prompt length and initialisation; P-tuning v1's encoder against free vectors.
+    "prompt_ablation": (
+        ("prompt_l20", "prompt_l1"), ("prompt_l20", "prompt_l5"), ("prompt_l100", "prompt_l20"),
+        ("prompt_labels", "prompt_l20"), ("prompt_l20", "prompt_uniform"), ("prompt_lstm", "prompt_l20"),
+    ),
+    # P-tuning v2: reparameterisation, depth at equal layer count, verbalizer against a linear head.
+    "ptuning_v2_ablation": (("ptv2_mlp", "ptv2"), ("ptv2_top3", "ptv2_bottom3"), ("smollm2_verbalizer", "smollm2_linear")),
 }  # fmt: skip
 VARIANT_SUFFIXES = ("_cpu", "_paper")
 COMMAND_LINE = "command line"

@@ -91,8 +91,34 @@ CLAIMS: tuple[Claim, ...] = (
           "combination: it beats each variation and each ingredient alone at its budget", "§4.6, Table 6",
           tuple(E("mam", b, 1) for b in ("mam_s4", "mam_add", "mam_mh_pa", "mam_seq_ffn", "prefix_l32",
                                           "scaled_pa_r32_s2"))),
+    # The method papers' own ablations (issue 11): Li & Liang 2021, Lester et al. 2021, Liu et al. 2021/2022.
+    Claim("prefix_length", "prefix_ablation", "A longer prefix helps up to a threshold, then changes little "
+          "(l=16 beats l=4; l=64 ≈ l=16)", "Li & Liang §7.1", (E("prefix_l16", "prefix_l4", 1),
+                                                                E("prefix_l64", "prefix_l16", 0))),
+    Claim("prefix_depth", "prefix_ablation", "A prefix at every layer beats trainable vectors at the input only "
+          "(\"embedding-only\")", "Li & Liang §7.2", (E("prefix_l16", "prefix_embed", 1),)),
+    Claim("prefix_infix", "prefix_ablation", "Prefixing beats infixing (here at the input, where the two differ for "
+          "an encoder: a key/value prefix has no position)", "Li & Liang §7.2", (E("prefix_embed", "prefix_infix", 1),)),
+    Claim("prefix_words", "prefix_ablation", "Initialising the prefix from real words' activations beats a random "
+          "initialisation (most in low-data settings)", "Li & Liang §7.3", (E("prefix_words", "prefix_l16", 1),)),
+    Claim("prompt_length", "prompt_ablation", "Longer prompts help up to ~20 tokens; beyond, little changes "
+          "(l=20 beats l=1 and l=5; l=100 ≈ l=20)", "Lester et al. §3.2, Fig. 3a",
+          (E("prompt_l20", "prompt_l1", 1), E("prompt_l20", "prompt_l5", 1), E("prompt_l100", "prompt_l20", 0))),
+    Claim("prompt_init", "prompt_ablation", "Class-label initialisation beats sampled vocabulary, which beats random "
+          "uniform (at sizes below XXL)", "Lester et al. §3.2, Fig. 3b",
+          (E("prompt_labels", "prompt_l20", 1), E("prompt_l20", "prompt_uniform", 1))),
+    Claim("prompt_lstm", "prompt_ablation", "P-tuning's BiLSTM+MLP prompt encoder beats free prompt vectors",
+          "Liu et al. 2021 (GPT understands, too) §3", (E("prompt_lstm", "prompt_l20", 1),)),
+    Claim("ptv2_reparam", "ptuning_v2_ablation", "The MLP reparameterisation of deep prompts makes no consistent "
+          "difference (its effect is task-dependent)", "P-tuning v2 §4.3", (E("ptv2_mlp", "ptv2", 0),)),
+    Claim("ptv2_depth", "ptuning_v2_ablation", "With prompts in the same number of layers, the deepest layers beat "
+          "the shallowest", "P-tuning v2 §4.3, Fig. 4", (E("ptv2_top3", "ptv2_bottom3", 1),)),
+    Claim("ptv2_head", "ptuning_v2_ablation", "A verbalizer over the LM head and a new linear head make no clear "
+          "difference (here on SmolLM2)", "P-tuning v2 §4.3, Table 6",
+          (E("smollm2_verbalizer", "smollm2_linear", 0),)),
 )  # fmt: skip
-EXPERIMENTS = ("table2", "insertion", "representation", "composition", "mam_ablation", "bottleneck")
+EXPERIMENTS = ("table2", "insertion", "representation", "composition", "mam_ablation", "bottleneck",
+               "prefix_ablation", "prompt_ablation", "ptuning_v2_ablation")
 #: paper Table 2 (roberta-base, median of 5 seeds): method → (share of parameters, MNLI, SST-2)
 PAPER_TABLE2 = {
     "full": ("100%", 87.6, 94.6), "bitfit": ("0.1%", 84.7, 93.7), "prefix": ("0.5%", 86.3, 94.0),
@@ -241,8 +267,9 @@ the end; the discussion below it is written by hand). The setting of the `_{vari
 [experiments/README.md](README.md): MiniLM-L6 instead of roberta-base, a 4,000-example random subset of each
 task's train set (10% of it held out to pick the epoch and the lr) for 2 epochs instead of the full set for 10,
 three seeds instead of five, the full dev set reported. Every claim below is tested on GLUE classification with
-an encoder, whereas the paper ran Tables 3–5 on XSum and WMT with BART/mBART. A verdict is about this setting,
-not about the paper's."""
+an encoder, whereas the paper ran Tables 3–5 on XSum and WMT with BART/mBART. The last three experiments test the
+method papers' own ablations (prefix tuning, prompt tuning, P-tuning v1/v2) in the same setting, each arm at the lr
+its held-out split chose from its own grid. A verdict is about this setting, not about the paper's."""
 
 
 def _experiment_records(results: Path, experiment: str, variant: str) -> pd.DataFrame:
