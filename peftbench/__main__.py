@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import os
 import re
 import signal
@@ -248,6 +249,7 @@ def _job(cfg: DictConfig) -> dict:
 def _train_and_record(specs, record: dict, run_dir: str, checkpoint: Path | None = None) -> dict:
     """Setup, training, evaluation and the record of a run that goes ahead; a failure becomes a failed record,
     SIGTERM during training an interrupted one (its checkpoint saved)."""
+    from peftbench.artefacts import save_artefact
     from peftbench.checkpoint import RunInterrupted
     from peftbench.record import write_record
     from peftbench.tracking import start_tracker
@@ -258,8 +260,10 @@ def _train_and_record(specs, record: dict, run_dir: str, checkpoint: Path | None
     try:
         prep = prepare(specs)
         record["params"] = prep.report.as_dict()
+        print(f"peftbench: {what_of(record)}: {budget_line(prep.report)}")
         tracker = start_tracker(specs.logger, record, run_dir)
         record.update(train_and_evaluate(specs, prep, tracker, checkpoint))
+        record["artefact"] = save_artefact(prep.model, specs, run_dir)
         record["status"] = "completed"
     except RunInterrupted as err:
         record["status"], record["error"] = "interrupted", str(err)
@@ -289,10 +293,37 @@ def _train_and_record(specs, record: dict, run_dir: str, checkpoint: Path | None
     return record
 
 
+def what_of(record: dict) -> str:
+    return f"{record['method']}/{record['task']}/seed {record['seed']}"
+
+
+def budget_line(report) -> str:
+    """peft's familiar line (``print_trainable_parameters``), then the paper's count and share."""
+    total = report.base + report.head + sum(b["trainable"] for b in report.breakdown.values())
+    return (f"trainable params: {report.trainable:,d} || all params: {total:,d} || trainable%: "
+            f"{100 * report.trainable / total:.4f} || paper count: {report.paper:,d} = {report.paper_share:.3%} of "
+            f"the base model (stored: {report.stored:,d})")
+
+
+def selection_score(record: dict) -> float:
+    """What a sweeper may optimise: the held-out selection score of the epoch the run kept (never the dev score);
+    for a run skipped on resume, its completed record's; NaN for a run without one (failed, or
+    data.select_on=last), which optuna counts as a failed trial."""
+    from peftbench.report import selection_score as held_out
+
+    if record.get("status") == "skipped" and record.get("path"):
+        import json
+
+        record = json.loads(Path(record["path"]).read_text())
+    score = held_out(record) if record.get("status") == "completed" else None
+    return math.nan if score is None else score
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-def _hydra_main(cfg: DictConfig) -> float | None:
+def _hydra_main(cfg: DictConfig) -> float:
+    """Hydra's task function. Its return value is what a sweeper (e.g. optuna) optimises: the held-out score."""
     record = run_job(cfg)
-    return record.get("score")
+    return selection_score(record)
 
 
 def main() -> None:

@@ -147,9 +147,13 @@ class RunConfig:
     sweep: str | None = None  # a name grouping runs (W&B group, report); None: the Hydra sweep dir
     resume: bool = True  # skip a run whose completed record (same run key) exists under results_root
     results_root: str = "multirun"
+    save: str = "auto"  # what the run saves beside its record (peftbench.artefacts): auto | none | modules | full
 
     def __post_init__(self) -> None:
+        from peftbench.artefacts import SAVE_MODES
+
         _require(0 <= self.seed < 2**32, f"seed={self.seed} must lie in [0, 2**32)")
+        _require(self.save in SAVE_MODES, f"save={self.save!r} is not valid; valid: {', '.join(SAVE_MODES)}")
 
 
 def register_schemas() -> None:

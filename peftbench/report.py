@@ -37,7 +37,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from peftbench import stats
-from peftbench.record import NOT_IN_KEY
+from peftbench.record import NOT_IN_KEY, VERBALIZER_KEYS
 
 RECORD_NAME = "result.json"
 REQUIRED_KEYS = ("status", "method", "task", "model", "seed", "run_key")
@@ -46,7 +46,7 @@ PARAM_KEYS = ("trainable", "stored", "paper", "base", "paper_share")
 RUN_COLUMNS = [
     "status", "error", "method", "task", "model", "seed", "run_key", "sweep", "design_key", "metric", "score",
     "setting", "lr", "select_score", "best_epoch", *(f"params.{k}" for k in PARAM_KEYS),
-    "time_s", "peak_mem_mb", "train_examples_per_s", "finished_at", "n_dropped", "path",
+    "time_s", "peak_mem_mb", "train_examples_per_s", "artefact_bytes", "finished_at", "n_dropped", "path",
 ]  # fmt: skip
 CELL = ["task", "method", "model", "design_key", "setting"]
 #: config sections whose keys can make runs of one design differ (data size, epochs, batch size, ...)
@@ -162,6 +162,7 @@ def _flatten(record: dict, path: Path) -> dict:
         "time_s": record.get("time_s"),
         "peak_mem_mb": record.get("peak_mem_mb"),
         "train_examples_per_s": throughput.get("train_examples_per_s"),
+        "artefact_bytes": (record.get("artefact") or {}).get("bytes"),
         "finished_at": record.get("finished_at"),
         "path": str(path),
     }
@@ -175,11 +176,14 @@ def setting_items(record: dict) -> dict[str, str]:
     (JSON-encoded values) except those of `NOT_SETTING`; empty without a config."""
     config = record.get("config")
     items: dict[str, str] = {}
+    method = config.get("method") if isinstance(config, dict) else None
+    linear = not isinstance(method, dict) or method.get("head", "linear") == "linear"
+    skip = NOT_SETTING | ({f"task.{k}" for k in VERBALIZER_KEYS} if linear else set())  # read by verbalizers only
     for section in SETTING_SECTIONS:
         node = config.get(section) if isinstance(config, dict) else None
         for key, value in (node or {}).items() if isinstance(node, dict) else ():
             dotted = f"{section}.{key}"
-            if dotted not in NOT_SETTING:
+            if dotted not in skip:
                 items[dotted] = json.dumps(value, sort_keys=True, default=str)
     return items
 
@@ -440,6 +444,25 @@ def markdown_table(summary: pd.DataFrame) -> str:
     return "\n\n".join(parts)
 
 
+def markdown_artefact_table(df: pd.DataFrame, cells: pd.DataFrame) -> str:
+    """Per cell, what a run stores (``modules.safetensors``, peftbench.artefacts): the stored parameter count and
+    the file's size; empty when no record has an artefact (records from before artefacts, or save=none)."""
+    sizes = pd.to_numeric(df.get("artefact_bytes", pd.Series(dtype=float)), errors="coerce")
+    if df.empty or not sizes.notna().any():
+        return ""
+    done = df[(df["status"] == "completed") & sizes.notna()].assign(_bytes=sizes)
+    lines = ["| task | method (share) | stored parameters | artefact (median over runs) |", "|:---|:---|---:|---:|"]
+    for _, cell in cells.iterrows():
+        runs = done[(done[CELL] == cell[CELL]).all(axis=1)]
+        if len(runs):
+            size = runs["_bytes"].median()
+            lines.append(f"| {cell['task']} | {cell['label']} | {int(cell['params_stored']):,d} | "
+                         f"{size / 1024:,.1f} KiB |")
+    caption = ("What each run saved beside its record (`save=modules`: the stored modules, heads and trained biases; "
+               "`python -m peftbench` … `save=none|modules|full`); `peftbench.load_run(run_dir)` reloads it.")
+    return "\n".join(["## Stored artefact per cell", "", *lines, "", caption])
+
+
 def markdown_lr_table(per_lr: pd.DataFrame) -> str:
     """Every lr of the cells that ran several (`summarize(df, choose_lr=False)`): held-out and dev side by side,
     the chosen one marked; empty when every cell ran one lr."""
@@ -594,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         "## Score per cell",
         table,
         markdown_lr_table(per_lr),
+        markdown_artefact_table(df, cells),
         compare.markdown_comparisons(comparisons, notes),
     ]
     problem_lines = [f"- `{p.path}`: {p.reason}" for p in problems]

@@ -1,0 +1,92 @@
+"""Issue 12: every run leaves a reloadable artefact (``modules.safetensors``); ``load_run`` rebuilds the trained
+model and reproduces the dev predictions the run scored; the budget line; what a sweeper optimises."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from peftbench.artefacts import ARTEFACT, ArtefactError, load_run, predict_run
+
+pytestmark = pytest.mark.slow
+RUN = ["model=tiny_bert", "task=sst2", "data.max_train_samples=96", "data.held_out=32", "data.max_eval_samples=64",
+       "train.epochs=1", "train.progress=false"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, glue_dir: Path) -> dict[str, Path]:
+    """One sweep (one process): LoRA, MAM (an MLP-reparameterised prefix, exported), Houlsby, BitFit, full
+    fine-tuning (saves nothing by default) and prompt tuning with save=full."""
+    root = tmp_path_factory.mktemp("artefacts")
+    env = {**os.environ, "PEFTBENCH_GLUE_DIR": str(glue_dir), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    common = [*RUN, f"data.cache_dir={root / 'cache'}", "results_root=runs"]
+    for args in (["-m", "method=lora,mam,adapter,bitfit,full"], ["-m", "method=prompt", "save=full"]):
+        out = subprocess.run([sys.executable, "-m", "peftbench", *args, *common], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stderr[-3000:]
+    found = {}
+    for path in (root / "runs").rglob("result.json"):
+        record = json.loads(path.read_text())
+        assert record["status"] == "completed"
+        found[record["method"]] = path.parent
+    found["_stdout"] = out.stdout  # type: ignore[assignment]
+    return found
+
+
+@pytest.mark.parametrize("method", ["lora", "mam", "adapter", "bitfit"])
+def test_load_run_reproduces_the_scored_dev_predictions(runs, method):
+    record = json.loads((runs[method] / "result.json").read_text())
+    artefact = record["artefact"]
+    assert artefact["save"] == "modules" and (runs[method] / ARTEFACT).stat().st_size == artefact["bytes"]
+    assert artefact["numel"] == record["params"]["stored"]  # the file holds exactly what the record counts
+    predictions, references = predict_run(runs[method])
+    assert predictions.tolist() == record["predictions"]["validation"]["predictions"]
+    assert references.tolist() == record["predictions"]["validation"]["references"]
+
+
+def test_mam_stores_the_exported_prefix_not_its_mlp(runs):
+    with safe_open(str(runs["mam"] / ARTEFACT), framework="pt") as f:
+        names = list(f.keys())
+        method = json.loads(f.metadata()["method"])
+    assert any(n.endswith("peftbench_heads.prefix") for n in names)
+    assert not any("mlp" in n or "embedding" in n for n in names)
+    assert method["name"] == "mam" and method["modules"]["attn"]["reparam"] == "mlp"
+
+
+def test_full_fine_tuning_saves_nothing_by_default_and_save_full_saves_everything(runs):
+    full = json.loads((runs["full"] / "result.json").read_text())
+    assert full["artefact"] == {"save": "none"} and not (runs["full"] / ARTEFACT).exists()
+    with pytest.raises(ArtefactError, match="no modules.safetensors \\(save=none\\)"):
+        load_run(runs["full"])
+    prompt = json.loads((runs["prompt"] / "result.json").read_text())
+    assert prompt["artefact"]["save"] == "full" and prompt["artefact"]["numel"] > prompt["params"]["base"]
+    predictions, _ = predict_run(runs["prompt"])
+    assert predictions.tolist() == prompt["predictions"]["validation"]["predictions"]
+
+
+def test_budget_line_and_selection_score(runs):
+    from peftbench.__main__ import selection_score
+
+    assert "prompt/sst2/seed 0: trainable params: " in runs["_stdout"]
+    assert "|| all params: " in runs["_stdout"] and "|| trainable%: " in runs["_stdout"]
+    record = json.loads((runs["lora"] / "result.json").read_text())
+    held_out = max(h["select"]["accuracy"] for h in record["history"])
+    assert selection_score(record) == held_out
+    made_up = {"metric": "accuracy", "score": 0.95, "history": [{"select": {"accuracy": 0.61}},
+                                                                 {"select": {"accuracy": 0.64}}]}
+    assert selection_score(made_up) == 0.64  # the best held-out score, never the dev score
+    assert math.isnan(selection_score({"status": "failed", "metric": "accuracy", "history": []}))
+    skipped = {"status": "skipped", "path": str(runs["lora"] / "result.json")}
+    assert selection_score(skipped) == held_out
+
+
+def test_load_run_refuses_a_folder_without_a_record(tmp_path):
+    with pytest.raises(ArtefactError, match="no result.json"):
+        load_run(tmp_path)
