@@ -63,7 +63,7 @@ class TaskSpec:
 
 @dataclass
 class DataSpec:
-    source: str = "local"  # local | hub
+    source: str = "auto"  # auto (local when the folder has the task, else hub) | local | hub
     glue_dir: str | None = None  # local GLUE folder; default $PEFTBENCH_GLUE_DIR, then ../shared/glue
     max_train_samples: int | None = None  # subsample train (None = all); deterministic per seed
     max_eval_samples: int | None = None  # smoke tests only: None = the full dev set (what is reported)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 HUB_DATASET = "nyu-mll/glue"
-SOURCES = ("local", "hub")
+SOURCES = ("auto", "local", "hub")
 GLUE_DIR_ENV = "PEFTBENCH_GLUE_DIR"
 DEFAULT_CACHE_DIR = Path("~/.cache/peftbench/tokenized")
 _PARSER_VERSION = 1  # bump when the parsing changes what a file yields (it is part of every fingerprint)
@@ -180,11 +180,34 @@ def load_glue(
         raise DataError(
             f"{info.name}: unknown split(s) {unknown or '(none given)'}; valid: {', '.join(info.splits)}"
         )
+    if source == "auto":
+        source, why_not_local = pick_source(info.name, glue_dir, wanted)
+        if source == "hub":
+            try:
+                return _load_hub(info, wanted)
+            except Exception as err:  # offline, no cache, ...: say where both sources were looked for
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise DataError(f"{info.name}: found neither locally ({why_not_local}) nor on the hub "
+                                f"({HUB_DATASET}: {type(err).__name__}: {first}); set data.glue_dir or "
+                                f"${GLUE_DIR_ENV} to a GLUE folder, or connect to the hub") from err
     if source == "local":
         return _load_local(info, resolve_glue_dir(glue_dir), wanted)
     if source == "hub":
         return _load_hub(info, wanted)
     raise DataError(f"unknown data source {source!r}; valid sources: {', '.join(SOURCES)}")
+
+
+def pick_source(task: str, glue_dir: str | os.PathLike | None, splits: Sequence[str] | None = None) -> tuple[str, str | None]:
+    """``data.source=auto``: ``("local", None)`` when the local GLUE folder has every file of the task's splits,
+    else ``("hub", why the local folder cannot serve)``."""
+    info = get_task(task)
+    try:
+        folder = resolve_glue_dir(glue_dir) / info.local_dir
+    except DataError as err:
+        return "hub", str(err).split(":")[0]
+    missing = [str(folder / info.local_file(s)) for s in (splits or info.splits)
+               if not (folder / info.local_file(s)).is_file()]
+    return ("hub", f"no {missing[0]}") if missing else ("local", None)
 
 
 def resolve_glue_dir(glue_dir: str | os.PathLike | None) -> Path:

@@ -26,7 +26,15 @@ from tqdm.auto import tqdm
 from peftbench import checkpoint as ckpt
 from peftbench.batching import length_sorted_order, row_lengths, train_sampler
 from peftbench.config import RunConfig
-from peftbench.data import get_task, load_glue, make_collator, split_for_selection, subsample, tokenize_glue
+from peftbench.data import (
+    get_task,
+    load_glue,
+    make_collator,
+    pick_source,
+    split_for_selection,
+    subsample,
+    tokenize_glue,
+)
 from peftbench.inject import MethodReport, apply_method, export_reparameterisations
 from peftbench.metrics import compute_glue_metrics
 from peftbench.models import load_model, load_tokenizer, model_config
@@ -58,6 +66,7 @@ class Prepared:
     evals: dict[str, Any]
     collator: Any
     setup_s: float
+    data_source: str = "local"  # where the data came from (data.source=auto resolves to local or hub)
 
 
 def prepare(cfg: RunConfig) -> Prepared:
@@ -68,6 +77,9 @@ def prepare(cfg: RunConfig) -> Prepared:
     template = None
     if cfg.method.head == "verbalizer":
         template = verbalizer_template(cfg, tokenizer)
+    source = cfg.data.source
+    if source == "auto":
+        source = pick_source(info.name, cfg.data.glue_dir)[0]
     splits = load_glue(info.name, cfg.data.source, cfg.data.glue_dir)
     tokenized = tokenize_glue(splits, tokenizer, info.name, cfg.task.max_length, cfg.data.cache_dir, template)
     train = subsample(tokenized["train"], cfg.data.max_train_samples, cfg.seed)
@@ -82,7 +94,8 @@ def prepare(cfg: RunConfig) -> Prepared:
     set_seed(cfg.seed)  # the same seed gives the same added-module initialisation and data order
     model = load_model(cfg.model, num_labels=info.num_labels, verbalizer=template)
     report = apply_method(model, cfg.method, tokenizer)
-    return Prepared(model, report, train, select, evals, make_collator(tokenizer), time.perf_counter() - start)
+    return Prepared(model, report, train, select, evals, make_collator(tokenizer), time.perf_counter() - start,
+                    source)
 
 
 def verbalizer_template(cfg: RunConfig, tokenizer):
@@ -360,6 +373,7 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint
                        "setup_time_s": prep.setup_s, "real_tokens": tokens["real"],
                        "padded_tokens": tokens["padded"],
                        "padding_ratio": tokens["padded"] / tokens["real"] if tokens["real"] else None},
+        "data_source": prep.data_source,
         "device": str(accelerator.device),
         "determinism": DETERMINISM["cpu" if accelerator.device.type == "cpu" else "gpu"],
         "mixed_precision": accelerator.mixed_precision,

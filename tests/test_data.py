@@ -368,3 +368,56 @@ def test_mnli_and_qqp_standard_layouts(tmp_path):
     )
     qqp = load_glue("qqp", glue_dir=tmp_path, splits=["validation"])["validation"]
     assert qqp[0] == {"question1": "Why?", "question2": "How?", "label": 1, "idx": 0}
+
+
+# ---------------------------------------------------------------------------------------------- data.source=auto
+
+
+def test_auto_source_reads_the_local_folder_when_it_has_the_task(glue_dir, monkeypatch):
+    from peftbench import data
+
+    def no_hub(*_args):
+        raise AssertionError("the hub must not be asked when the local folder has the task")
+
+    monkeypatch.setattr(data, "_load_hub", no_hub)
+    assert data.pick_source("rte", glue_dir) == ("local", None)
+    dsd = data.load_glue("rte", "auto", glue_dir)
+    assert len(dsd["validation"]) == 277
+
+
+def test_auto_source_falls_back_to_the_hub(tmp_path, glue_dir, monkeypatch):
+    from datasets import Dataset, DatasetDict
+
+    from peftbench import data
+
+    asked = []
+
+    def fake_hub(info, splits):
+        asked.append((info.name, splits))
+        return DatasetDict({s: Dataset.from_dict({"sentence": ["ok"], "label": [1], "idx": [0]}) for s in splits})
+
+    monkeypatch.setattr(data, "_load_hub", fake_hub)
+    # MNLI is not in the local folder: the hub serves it
+    source, why = data.pick_source("mnli", glue_dir)
+    assert source == "hub" and why.endswith("MNLI/train.tsv")
+    assert list(data.load_glue("mnli", "auto", glue_dir)) == ["train", "validation_matched", "validation_mismatched"]
+    # no local folder at all
+    monkeypatch.delenv(data.GLUE_DIR_ENV, raising=False)
+    assert data.pick_source("sst2", None)[0] == "hub"
+    data.load_glue("sst2", "auto", tmp_path / "nowhere")
+    assert [a[0] for a in asked] == ["mnli", "sst2"]
+
+
+def test_auto_source_with_neither_names_both_places(tmp_path, monkeypatch):
+    from peftbench import data
+
+    def offline(*_args):
+        raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub (LocalEntryNotFoundError)\nmore lines")
+
+    monkeypatch.setattr(data, "_load_hub", offline)
+    with pytest.raises(data.DataError) as err:
+        data.load_glue("sst2", "auto", tmp_path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"found neither locally (no {tmp_path / 'SST-2' / 'train.tsv'})" in message
+    assert "nor on the hub (nyu-mll/glue: ConnectionError: Couldn't reach" in message
