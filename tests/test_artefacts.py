@@ -79,7 +79,7 @@ def test_budget_line_and_selection_score(runs):
     record = json.loads((runs["lora"] / "result.json").read_text())
     held_out = max(h["select"]["accuracy"] for h in record["history"])
     assert selection_score(record) == held_out
-    made_up = {"metric": "accuracy", "score": 0.95, "history": [{"select": {"accuracy": 0.61}},
+    made_up = {"status": "completed", "metric": "accuracy", "score": 0.95, "history": [{"select": {"accuracy": 0.61}},
                                                                  {"select": {"accuracy": 0.64}}]}
     assert selection_score(made_up) == 0.64  # the best held-out score, never the dev score
     assert math.isnan(selection_score({"status": "failed", "metric": "accuracy", "history": []}))
@@ -90,3 +90,75 @@ def test_budget_line_and_selection_score(runs):
 def test_load_run_refuses_a_folder_without_a_record(tmp_path):
     with pytest.raises(ArtefactError, match="no result.json"):
         load_run(tmp_path)
+
+
+def _batch():
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 5000, (3, 12), generator=g)
+    ids[:, 0], ids[:, -1] = 101, 102
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _base(run_dir: Path):
+    from transformers import set_seed
+
+    from peftbench.artefacts import _specs_of
+    from peftbench.models import load_model
+
+    specs = _specs_of(json.loads((run_dir / "result.json").read_text()))
+    set_seed(specs.seed)  # tiny_bert is randomly initialised: the run's seed gives its base weights
+    return load_model(specs.model, num_labels=2).eval()
+
+
+def test_lora_exports_to_peft_with_equal_logits(runs, tmp_path):
+    import torch
+    from peft import PeftModel
+
+    from peftbench.export import main
+
+    out = tmp_path / "peft"
+    assert main([str(runs["lora"]), "--to", "peft", str(out)]) == 0
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert (config["peft_type"], config["r"], config["lora_alpha"]) == ("LORA", 8, 16.0)  # lora preset: r=8, s=2
+    peft_model = PeftModel.from_pretrained(_base(runs["lora"]), str(out)).eval()
+    ours = load_run(runs["lora"])
+    with torch.no_grad():
+        expected = ours(**_batch()).logits
+        got = peft_model(**_batch()).logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(_base(runs["lora"])(**_batch()).logits, expected)  # the adapter did change it
+
+
+def test_merged_export_is_a_plain_transformers_checkpoint(runs, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from peftbench.export import main
+
+    out = tmp_path / "merged"
+    assert main([str(runs["lora"]), "--merged", str(out)]) == 0
+    plain = AutoModelForSequenceClassification.from_pretrained(str(out)).eval()
+    assert not any("delta" in n or "base_layer" in n for n, _ in plain.named_parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(plain(**_batch()).logits, load_run(runs["lora"])(**_batch()).logits,
+                                   atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("method", "flag", "needle"), [
+    ("mam", "--to", "method mam: module attn is form=prefix"),
+    ("adapter", "--to", "method adapter: module adapter is form=bottleneck, insertion=sequential"),
+    ("bitfit", "--to", "method bitfit is not LoRA"),
+    ("adapter", "--merged", "is not a linear module beside a weight; only those merge"),
+])  # fmt: skip
+def test_export_refuses_what_the_format_cannot_express(runs, tmp_path, capsys, method, flag, needle):
+    from peftbench.export import main
+
+    args = [str(runs[method]), "--to", "peft", str(tmp_path / "x")] if flag == "--to" else \
+        [str(runs[method]), "--merged", str(tmp_path / "x")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err, err
