@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 __version__ = "0.1.0"
 
-__all__ = ["MethodSpec", "ModuleSpec", "PromptSpec", "apply_method", "load_method", "__version__"]
+__all__ = ["MethodSpec", "ModuleSpec", "PromptSpec", "apply_method", "load_method", "load_run", "__version__"]
+
+# conf/hydra/launcher/{joblib,submitit_slurm}.yaml carry our defaults under the plugins' own names, and Hydra still
+# validates them against the plugins' schemas (a typo is caught), with a deprecation notice in every process.
+warnings.filterwarnings("ignore", message=r"\n?'hydra/launcher/\w+' is validated against ConfigStore schema")
 
 
 def __getattr__(name: str):
@@ -17,6 +23,10 @@ def __getattr__(name: str):
         from peftbench.inject import apply_method
 
         return apply_method
+    if name in ("load_run",):
+        from peftbench.artefacts import load_run
+
+        return load_run
     if name in ("MethodSpec", "ModuleSpec", "PromptSpec"):
         from peftbench import space
 

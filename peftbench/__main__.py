@@ -32,6 +32,26 @@ from peftbench.config import CONF_DIR, add_new_slots, as_plain, compose, fail, o
 
 FAILED: list[str] = []
 MULTIRUN_FLAGS = ("-m", "--multirun")
+#: a file where every process of the sweep (launcher workers, SLURM or local submitit jobs) notes its failed runs,
+#: so that the command exits 1 whatever launcher ran them
+FAILED_LOG_ENV = "PEFTBENCH_FAILED_LOG"
+
+
+def note_failure(what: str) -> None:
+    FAILED.append(what)
+    path = os.environ.get(FAILED_LOG_ENV)
+    if path:
+        with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as f:
+            f.write(what + "\n")
+
+
+def failures() -> list[str]:
+    """The failed runs of this command: from the shared log where there is one, else this process's."""
+    path = os.environ.get(FAILED_LOG_ENV)
+    if path and Path(path).is_file():
+        with contextlib.suppress(OSError):
+            return list(dict.fromkeys(Path(path).read_text(encoding="utf-8").splitlines()))
+    return FAILED
 
 
 def _choices(overrides: list[str]) -> dict[str, list[str]]:
@@ -287,7 +307,7 @@ def _train_and_record(specs, record: dict, run_dir: str, checkpoint: Path | None
         print(f"peftbench: {record['method']}/{record['task']} seed {record['seed']}: "
               f"{record['metric']}={record['score']:.4f} ({record['params']['paper_share']:.3%} params) → {path}")
     else:
-        FAILED.append(f"{record['method']}/{record['task']}/seed {record['seed']}")
+        note_failure(f"{record['method']}/{record['task']}/seed {record['seed']}")
         where = f"record: {path}" if path else "no record written"
         print(f"peftbench: error: run failed: {record['error']} ({where})", file=sys.stderr)
     return record
@@ -333,9 +353,24 @@ def main() -> None:
     if not any(a in ("-h", "--help", "--hydra-help", "--info", "--cfg", "-c") or a.startswith("--info")
                for a in argv):
         validate_command_line(argv)
-    _hydra_main()
-    if FAILED:
-        print(f"peftbench: error: {len(FAILED)} run(s) failed: {', '.join(FAILED)}", file=sys.stderr)
+    import tempfile
+
+    handle, log = tempfile.mkstemp(prefix="peftbench-failed-", suffix=".txt")
+    os.close(handle)
+    previous = os.environ.get(FAILED_LOG_ENV)
+    os.environ[FAILED_LOG_ENV] = log  # inherited by launcher workers and local submitit jobs
+    try:
+        _hydra_main()
+        failed = failures()
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(log)
+        if previous is None:
+            os.environ.pop(FAILED_LOG_ENV, None)
+        else:
+            os.environ[FAILED_LOG_ENV] = previous
+    if failed:
+        print(f"peftbench: error: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
         raise SystemExit(1)
 
 
