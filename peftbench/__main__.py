@@ -26,6 +26,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ValueType
 from omegaconf import DictConfig
 
 from peftbench.config import CONF_DIR, add_new_slots, as_plain, compose, fail, one_line_error, to_specs
@@ -59,7 +60,10 @@ def _choices(overrides: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.get_key_element()
-        if override.is_sweep_override():
+        if override.value_type == ValueType.INTERVAL_SWEEP:  # a sweeper samples it (optuna): check both ends
+            interval = override.value()
+            out[key.lstrip("+~")] = [f"{key}={v}" for v in (interval.start, interval.end)]
+        elif override.is_sweep_override():
             out[key.lstrip("+~")] = [f"{key}={v}" for v in override.sweep_string_iterator()]
         else:
             out[key.lstrip("+~")] = [override.input_line]

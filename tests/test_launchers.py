@@ -73,3 +73,25 @@ def test_the_grid_is_validated_before_any_launcher_starts(tmp_path, glue_dir):
     out = sweep(tmp_path, glue_dir, "hydra/launcher=joblib", "method=lora,nosuch", "results_root=runs")
     assert out.returncode == 2 and "Could not find 'method/nosuch'" in out.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_optuna_optimises_the_held_out_score_never_dev(tmp_path, glue_dir):
+    """Issue 12, point 7: the task function returns the run's held-out selection score, so optuna's best value is
+    the best held-out score of its trials (an lr on a log interval and a rank among choices)."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    import yaml
+
+    out = sweep(tmp_path, glue_dir, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.direction=maximize",
+                "hydra.sweeper.sampler.seed=0", "train.lr=tag(log,interval(1e-4,3e-2))",
+                "method.modules.attn.r=choice(2,8)", "data.held_out=24", "results_root=runs",
+                "hydra.sweep.dir=sweep")
+    assert out.returncode == 0, out.stderr[-3000:]
+    trials = records(tmp_path / "sweep")
+    assert len(trials) == 3 and all(r["status"] == "completed" for r in trials)
+    held_out = [max(h["select"]["accuracy"] for h in r["history"]) for r in trials]
+    result = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert result["best_value"] == pytest.approx(max(held_out))
+    best = trials[held_out.index(max(held_out))]
+    assert result["best_params"]["train.lr"] == pytest.approx(best["lr"])
+    assert result["best_params"]["method.modules.attn.r"] == best["design"]["attn"]["r"]
+    assert all(1e-4 <= r["lr"] <= 3e-2 for r in trials)
