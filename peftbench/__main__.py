@@ -38,6 +38,16 @@ MULTIRUN_FLAGS = ("-m", "--multirun")
 FAILED_LOG_ENV = "PEFTBENCH_FAILED_LOG"
 
 
+def world_size() -> int:
+    """The processes of one data-parallel run (``accelerate launch --num_processes N``); 1 otherwise."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a data-parallel run writes the record, the artefact and the checkpoints; the others only train."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def note_failure(what: str) -> None:
     FAILED.append(what)
     path = os.environ.get(FAILED_LOG_ENV)
@@ -241,7 +251,7 @@ def _job(cfg: DictConfig) -> dict:
     if cfg.resume:
         roots = _resume_roots(cfg)
         done = find_completed(roots, record["run_key"])
-        if done is None:
+        if done is None and world_size() == 1:  # processes of one data-parallel run decide alike, unclaimed
             claim = _claim(cfg, record, run_dir)
             if isinstance(claim, dict):
                 print(f"peftbench: skipping {what}: in flight in another worker "
@@ -262,7 +272,8 @@ def _job(cfg: DictConfig) -> dict:
     finally:
         if isinstance(claim, Claim):
             claim.release()
-    if checkpoint is not None and record["status"] != "interrupted" and not cfg.train.keep_checkpoint:
+    if checkpoint is not None and record["status"] != "interrupted" and not cfg.train.keep_checkpoint \
+            and is_main_process():
         with contextlib.suppress(OSError):  # completed, or failed (a failed run is redone from the start)
             checkpoint.unlink(missing_ok=True)
     if record["status"] == "interrupted":
@@ -284,10 +295,13 @@ def _train_and_record(specs, record: dict, run_dir: str, checkpoint: Path | None
     try:
         prep = prepare(specs)
         record["params"] = prep.report.as_dict()
-        print(f"peftbench: {what_of(record)}: {budget_line(prep.report)}")
-        tracker = start_tracker(specs.logger, record, run_dir)
+        main = is_main_process()
+        if main:
+            print(f"peftbench: {what_of(record)}: {budget_line(prep.report)}")
+        tracker = start_tracker(specs.logger, record, run_dir) if main else None
         record.update(train_and_evaluate(specs, prep, tracker, checkpoint))
-        record["artefact"] = save_artefact(prep.model, specs, run_dir)
+        if main:
+            record["artefact"] = save_artefact(prep.model, specs, run_dir)
         record["status"] = "completed"
     except RunInterrupted as err:
         record["status"], record["error"] = "interrupted", str(err)
@@ -296,6 +310,10 @@ def _train_and_record(specs, record: dict, run_dir: str, checkpoint: Path | None
         record["error"] = f"{type(err).__name__}: {one_line_error(err)}"
         record["traceback"] = traceback.format_exc(limit=8)
     record["time_s"] = time.perf_counter() - start
+    if not is_main_process():  # another rank of a data-parallel run: rank 0 writes the one record
+        if record["status"] == "failed":
+            print(f"peftbench: error: rank {os.environ.get('RANK')}: run failed: {record['error']}", file=sys.stderr)
+        return record
     path = None
     try:
         path = write_record(record, run_dir)

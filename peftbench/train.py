@@ -229,7 +229,12 @@ def train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint:
 def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint: Path | None = None) -> dict[str, Any]:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    accelerator = Accelerator(cpu=cfg.train.cpu,
+    # On a machine without an accelerator, cpu=True also lets `accelerate launch` / torchrun run data-parallel
+    # processes on the CPU (gloo); accelerate sets that up only when told the CPU is the device.
+    cpu = cfg.train.cpu or not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    # The scheduler steps once per optimizer step, counted over this process's batches, so that N processes of
+    # batch b follow the schedule of one process of batch N·b (accelerate would otherwise step it N times).
+    accelerator = Accelerator(cpu=cpu, step_scheduler_with_optimizer=False,
                               mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision, cfg.train.cpu))
     task, lr = cfg.task.name, effective_lr(cfg)
     sampler = train_sampler(row_lengths(prep.train), cfg.train.batch_size, cfg.seed, cfg.train.group_by_length)
@@ -239,7 +244,7 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint
               if prep.select is not None else None)
     evals = [eval_split(name, ds, cfg.train.eval_batch_size, prep.collator) for name, ds in prep.evals.items()]
     optimizer = _optimizer(prep.model, cfg, lr)
-    total = cfg.train.epochs * math.ceil(len(prep.train) / cfg.train.batch_size)
+    total = cfg.train.epochs * math.ceil(len(prep.train) / (cfg.train.batch_size * accelerator.num_processes))
     scheduler = linear_warmup_decay(optimizer, int(cfg.train.warmup_ratio * total), total)
     model, optimizer, train_dl, scheduler = accelerator.prepare(prep.model, optimizer, train_dl, scheduler)
     for split in ([select] if select is not None else []) + evals:
@@ -271,8 +276,8 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint
                 "best": best, "best_state": best_state, "step": step, "seen": seen, "train_time": train_time,
                 "tokens": dict(tokens), "loss_sum": loss_sum if batch else 0.0}  # fmt: skip
 
-    bar = tqdm(total=total, initial=step, desc=f"{cfg.method.name}/{task}", disable=not cfg.train.progress,
-               unit="step")  # fmt: skip
+    bar = tqdm(total=total, initial=step, desc=f"{cfg.method.name}/{task}",
+               disable=not (cfg.train.progress and accelerator.is_main_process), unit="step")  # fmt: skip
     for epoch in range(start_epoch, cfg.train.epochs + 1):
         model.train()
         epoch_generator = sampler.generator.get_state()  # the epoch's order is drawn from here
@@ -312,7 +317,8 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint
                 where = "no checkpoint (train.checkpoint=false): a rerun starts over"
                 if checkpoint is not None:
                     train_time += time.perf_counter() - epoch_start
-                    ckpt.save(checkpoint, state(epoch, i + 1, epoch_generator))
+                    if accelerator.is_main_process:
+                        ckpt.save(checkpoint, state(epoch, i + 1, epoch_generator))
                     where = f"checkpoint {checkpoint}: rerun the same command to resume"
                 raise ckpt.RunInterrupted(f"stopped by SIGTERM at epoch {epoch}, step {step} of {total}; {where}")
         if restore_rng:  # stopped after the epoch's last batch
@@ -334,7 +340,7 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint
             logged = {f"select/{k}": v for k, v in entry.get("select", {}).items()} | {"epoch": epoch}
             logged |= {f"select/gate_lambda/layer_{i}": v for i, v in enumerate(entry.get("gate_lambda", []))}
             tracker.log(logged, step=step)
-        if checkpoint is not None and epoch < cfg.train.epochs:
+        if checkpoint is not None and epoch < cfg.train.epochs and accelerator.is_main_process:
             ckpt.save(checkpoint, state(epoch + 1, 0, sampler.generator.get_state()))
     bar.close()
 
@@ -368,13 +374,15 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint
         "lr": lr,
         "steps": step,
         "train_examples": len(prep.train),
-        "throughput": {"train_examples_per_s": seen / train_time if train_time else None,
+        # `seen` and `tokens` count this process's share of a data-parallel run (num_processes shares)
+        "throughput": {"train_examples_per_s": seen * accelerator.num_processes / train_time if train_time else None,
                        "train_time_s": train_time, "eval_time_s": time.perf_counter() - eval_start,
                        "setup_time_s": prep.setup_s, "real_tokens": tokens["real"],
                        "padded_tokens": tokens["padded"],
                        "padding_ratio": tokens["padded"] / tokens["real"] if tokens["real"] else None},
         "data_source": prep.data_source,
         "device": str(accelerator.device),
+        "num_processes": accelerator.num_processes,
         "determinism": DETERMINISM["cpu" if accelerator.device.type == "cpu" else "gpu"],
         "mixed_precision": accelerator.mixed_precision,
         "gate_lambda": gate_lambda or None,
