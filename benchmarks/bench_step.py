@@ -230,12 +230,14 @@ def bench_training(method: str, impls: list[str], shape: str | dict, batch: int,
 
 
 def bench_inference(shape: str | dict, batch: int, seq: int, rounds: int, steps: int, warmup: int,
-                    device: str) -> dict[str, Any]:
-    """Forward-only latency (eval, no_grad): base model, our LoRA merged into the weights, and unmerged."""
+                    device: str, methods: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Forward-only latency (eval, no_grad): base model, our LoRA merged into the weights, and unmerged, and any
+    other of our `methods` (e.g. adapter, pa, mam: what adapters' extra depth costs)."""
     common = {"shape": shape, "batch": batch, "seq": seq, "device": device, "seed": 0, "mode": "infer"}
     requests = {"base": {"impl": "hf", "method": "frozen", **common},
                 "lora_merged": {"impl": "ours", "method": "lora", "merge": True, **common},
-                "lora_unmerged": {"impl": "ours", "method": "lora", **common}}
+                "lora_unmerged": {"impl": "ours", "method": "lora", **common},
+                **{m: {"impl": "ours", "method": m, **common} for m in methods}}
     results, errors = alternate(requests, dict.fromkeys(requests, sys.executable), rounds, steps, warmup, batch)
     base = results.get("base", {}).get("median_s")
     ratios = {k: r["median_s"] / base for k, r in results.items() if base and k != "base"}

@@ -104,12 +104,14 @@ class TrainSpec:
     threads: int | None = None  # torch CPU threads (None: torch's default)
     log_every: int = 10
     progress: bool = True
+    inference_batches: int = 2  # dev batches timed against the frozen base model (peftbench.latency); 0 = off
     checkpoint: bool = True  # save the training state each epoch (and on SIGTERM) so a rerun resumes the run
     keep_checkpoint: bool = False  # keep it after the run completes (results_root/.checkpoints/<run_key>.pt)
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size", "log_every"):
             _require(getattr(self, key) >= 1, f"train.{key}={getattr(self, key)} must be >= 1")
+        _require(self.inference_batches >= 0, f"train.inference_batches={self.inference_batches} must be >= 0")
         _require(self.threads is None or self.threads >= 1,
                  f"train.threads={self.threads} must be >= 1 (or null: torch's default)")
         _positive("train.lr", self.lr, optional=True)  # 0 would silently mean the preset's lr

@@ -23,7 +23,8 @@ from peftbench.data import absolute_path
 
 #: Keys that do not change what a run computes (and so are not part of its key).
 NOT_IN_KEY = ("logger", "results_root", "resume", "sweep", "data.glue_dir", "data.cache_dir", "train.progress",
-              "train.log_every", "train.threads", "train.checkpoint", "train.keep_checkpoint", "save")
+              "train.log_every", "train.threads", "train.checkpoint", "train.keep_checkpoint", "save",
+              "train.inference_batches")
 #: Keys added to the config after records were written, with their default: left out of the key at that default,
 #: so that a record written before the key existed still matches the run it was (resume does not redo it).
 ADDED_KEYS = {"train.lr_scale": 1.0, "method.head": "linear", "model.gguf_file": None}

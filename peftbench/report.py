@@ -46,7 +46,8 @@ PARAM_KEYS = ("trainable", "stored", "paper", "base", "paper_share")
 RUN_COLUMNS = [
     "status", "error", "method", "task", "model", "seed", "run_key", "sweep", "design_key", "metric", "score",
     "setting", "lr", "select_score", "best_epoch", *(f"params.{k}" for k in PARAM_KEYS),
-    "time_s", "peak_mem_mb", "train_examples_per_s", "artefact_bytes", "finished_at", "n_dropped", "path",
+    "time_s", "peak_mem_mb", "train_examples_per_s", "train_time_s", "artefact_bytes", "inference_ratio",
+    "inference_ratio_merged", "finished_at", "n_dropped", "path",
 ]  # fmt: skip
 CELL = ["task", "method", "model", "design_key", "setting"]
 #: config sections whose keys can make runs of one design differ (data size, epochs, batch size, ...)
@@ -162,7 +163,10 @@ def _flatten(record: dict, path: Path) -> dict:
         "time_s": record.get("time_s"),
         "peak_mem_mb": record.get("peak_mem_mb"),
         "train_examples_per_s": throughput.get("train_examples_per_s"),
+        "train_time_s": throughput.get("train_time_s"),
         "artefact_bytes": (record.get("artefact") or {}).get("bytes"),
+        "inference_ratio": (record.get("inference") or {}).get("ratio"),
+        "inference_ratio_merged": (record.get("inference") or {}).get("ratio_merged"),
         "finished_at": record.get("finished_at"),
         "path": str(path),
     }
@@ -463,6 +467,73 @@ def markdown_artefact_table(df: pd.DataFrame, cells: pd.DataFrame) -> str:
     return "\n".join(["## Stored artefact per cell", "", *lines, "", caption])
 
 
+def cost_frame(df: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """Per reported cell (at its chosen lr): score, paper share, median training time (s) and median inference
+    time over the frozen base model's (unmerged and merged), over the runs that measured it (peftbench.latency)."""
+    rows = []
+    done = df[df["status"] == "completed"]
+    for _, cell in cells[cells["n"] > 0].iterrows():
+        runs = done[(done[CELL] == cell[CELL]).all(axis=1)]
+        if "lr" in runs and math.isfinite(cell["lr"]):
+            runs = runs[pd.to_numeric(runs["lr"], errors="coerce").sub(cell["lr"]).abs() < 1e-12]
+        ratio = pd.to_numeric(runs.get("inference_ratio"), errors="coerce")
+        merged = pd.to_numeric(runs.get("inference_ratio_merged"), errors="coerce")
+        rows.append({"task": cell["task"], "label": cell["label"], "method": cell["method"], "median": cell["median"],
+                     "share_pct": cell["share_pct"], "n_timed": int(ratio.notna().sum()),
+                     "train_time_s": pd.to_numeric(runs.get("train_time_s"), errors="coerce").median(),
+                     "inference_ratio": ratio.median(), "inference_ratio_merged": merged.median()})
+    return pd.DataFrame(rows)
+
+
+def markdown_cost_table(costs: pd.DataFrame) -> str:
+    """Training time and inference overhead per cell; empty when no run measured its inference cost."""
+    if costs.empty or not costs["n_timed"].any():
+        return ""
+    lines = ["| task | method (share) | score ×100 | training s | inference × base | merged × base | runs timed |",
+             "|:---|:---|---:|---:|---:|---:|---:|"]
+    for _, c in costs[costs["n_timed"] > 0].iterrows():
+        merged = f"{c['inference_ratio_merged']:.2f}" if math.isfinite(c["inference_ratio_merged"]) else MISSING
+        lines.append(f"| {c['task']} | {c['label']} | {c['median']:.1f} | {c['train_time_s']:.0f} | "
+                     f"{c['inference_ratio']:.2f} | {merged} | {c['n_timed']} |")
+    caption = ("Inference cost: forward time on dev batches over the frozen base model's, timed in each run's own "
+               "process, alternating the two (median over runs; merged: linear modules merged into their weights). "
+               "A ratio measured while other work shares the CPU is noisy: compare cells of one report. "
+               "Pareto fronts: pareto.png.")
+    return "\n".join(["## Cost per cell", "", *lines, "", caption])
+
+
+def plot_pareto(costs: pd.DataFrame, path: str | Path) -> Figure | None:
+    """Score against parameters, against training time and against inference overhead: one panel each, a point
+    per cell (its method's colour); nothing when no run measured its inference cost."""
+    if costs.empty or not costs["n_timed"].any():
+        return None
+    fig = Figure(figsize=(16, 4.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    methods = sorted(costs["method"].unique())
+    colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    panels = (("share_pct", "fine-tuned parameters (% of the base model)", True),
+              ("train_time_s", "training time (s, median over runs)", True),
+              ("inference_ratio", "inference time × the frozen base model", False))
+    for ax, (column, label, log) in zip(axes, panels, strict=True):
+        for _, c in costs.iterrows():
+            x = c[column]
+            if not (isinstance(x, float | int) and math.isfinite(x) and x > 0):
+                continue
+            ax.scatter([x], [c["median"]], color=colours[c["method"]])
+            ax.annotate(c["label"], (x, c["median"]), textcoords="offset points", xytext=(5, 4), fontsize=7,
+                        color=colours[c["method"]])
+            if column == "inference_ratio" and math.isfinite(c["inference_ratio_merged"]):
+                ax.scatter([c["inference_ratio_merged"]], [c["median"]], color=colours[c["method"]], marker="x")
+        if log:
+            ax.set_xscale("log")
+        ax.set_xlabel(label + (" (×: merged)" if column == "inference_ratio" else ""))
+        ax.set_ylabel("score ×100 (median over seeds)")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.savefig(path, dpi=120)
+    return fig
+
+
 def markdown_lr_table(per_lr: pd.DataFrame) -> str:
     """Every lr of the cells that ran several (`summarize(df, choose_lr=False)`): held-out and dev side by side,
     the chosen one marked; empty when every cell ran one lr."""
@@ -618,6 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         table,
         markdown_lr_table(per_lr),
         markdown_artefact_table(df, cells),
+        markdown_cost_table(costs := cost_frame(df, cells)),
         compare.markdown_comparisons(comparisons, notes),
     ]
     problem_lines = [f"- `{p.path}`: {p.reason}" for p in problems]
@@ -628,6 +700,8 @@ def main(argv: list[str] | None = None) -> int:
         "\n".join([body, "", counts_line(df, problems), *claimed_block, "", *problem_lines]).rstrip() + "\n"
     )
     plot_budget_vs_score(df, out / "budget_vs_score.png")
+    if plot_pareto(costs, out / "pareto.png") is not None:
+        print(f"wrote {out / 'pareto.png'}")
 
     print(table)
     if len(comparisons):

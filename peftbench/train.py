@@ -36,6 +36,7 @@ from peftbench.data import (
     tokenize_glue,
 )
 from peftbench.inject import MethodReport, apply_method, export_reparameterisations
+from peftbench.latency import inference_cost
 from peftbench.metrics import compute_glue_metrics
 from peftbench.models import load_model, load_tokenizer, model_config
 from peftbench.prefix import PrefixEncoder, PrefixHeads
@@ -67,6 +68,7 @@ class Prepared:
     collator: Any
     setup_s: float
     data_source: str = "local"  # where the data came from (data.source=auto resolves to local or hub)
+    load_base: Any = None  # () -> the base model without the method (the inference-cost reference)
 
 
 def prepare(cfg: RunConfig) -> Prepared:
@@ -94,8 +96,11 @@ def prepare(cfg: RunConfig) -> Prepared:
     set_seed(cfg.seed)  # the same seed gives the same added-module initialisation and data order
     model = load_model(cfg.model, num_labels=info.num_labels, verbalizer=template)
     report = apply_method(model, cfg.method, tokenizer)
+    def load_base() -> torch.nn.Module:
+        return load_model(cfg.model, num_labels=info.num_labels, verbalizer=template)
+
     return Prepared(model, report, train, select, evals, make_collator(tokenizer), time.perf_counter() - start,
-                    source)
+                    source, load_base)
 
 
 def verbalizer_template(cfg: RunConfig, tokenizer):
@@ -365,6 +370,11 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint
         predictions[split.name] = {"predictions": _plain(preds), "references": _plain(refs)}
         if lambdas:
             gate_lambda[split.name] = lambdas
+    eval_time = time.perf_counter() - eval_start
+    inference = None
+    if accelerator.num_processes == 1 and prep.load_base is not None and evals:
+        inference = inference_cost(accelerator.unwrap_model(model), prep.load_base, evals[0].loader,
+                                   cfg.train.inference_batches, accelerator.autocast, accelerator.device)
     return {
         "metrics": metrics,
         "score": metrics[main],
@@ -376,7 +386,7 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint
         "train_examples": len(prep.train),
         # `seen` and `tokens` count this process's share of a data-parallel run (num_processes shares)
         "throughput": {"train_examples_per_s": seen * accelerator.num_processes / train_time if train_time else None,
-                       "train_time_s": train_time, "eval_time_s": time.perf_counter() - eval_start,
+                       "train_time_s": train_time, "eval_time_s": eval_time,
                        "setup_time_s": prep.setup_s, "real_tokens": tokens["real"],
                        "padded_tokens": tokens["padded"],
                        "padding_ratio": tokens["padded"] / tokens["real"] if tokens["real"] else None},
@@ -386,6 +396,7 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint
         "determinism": DETERMINISM["cpu" if accelerator.device.type == "cpu" else "gpu"],
         "mixed_precision": accelerator.mixed_precision,
         "gate_lambda": gate_lambda or None,
+        "inference": inference,
         "predictions": predictions,
     }
 
