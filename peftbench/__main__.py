@@ -212,9 +212,15 @@ def run_job(cfg: DictConfig) -> dict:
 
     restore_handler = STOP.install()
     try:
-        return _job(cfg)
+        record = _job(cfg)
     finally:
         restore_handler()
+    if STOP and record.get("status") != "interrupted":
+        # SIGTERM came while the run set up or evaluated (the training loop polls it): the run is recorded, and
+        # the sweep stops as it would have mid-training, instead of the next job clearing the request.
+        print("peftbench: SIGTERM received outside training: this run finished; stopping the sweep", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM)
+    return record
 
 
 def _checkpoint(cfg: DictConfig, key: str, what: str) -> Path | None:
