@@ -51,7 +51,7 @@ def spec_error(overrides: list[str], model: str = "tiny_bert") -> str:
         ("data.max_train_samples=0", "data.max_train_samples=0 must be >= 1 (or null"),
         ("data.max_eval_samples=0", "data.max_eval_samples=0 must be >= 1 (or null"),
         ("data.select_on=bogus", "data.select_on='bogus' is not valid; valid: held_out, last"),
-        ("data.source=bogus", "data.source='bogus' is not valid; valid: local, hub"),
+        ("data.source=bogus", "data.source='bogus' is not valid; valid: auto, local, hub"),
         ("train.mixed_precision=bogus", "mixed_precision='bogus' is not valid; valid: auto, no, bf16, fp16"),
         ("train.weight_decay=-0.1", "train.weight_decay=-0.1 must be >= 0"),
         ("train.max_grad_norm=0", "train.max_grad_norm=0.0 must be > 0"),
