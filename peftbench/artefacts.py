@@ -50,6 +50,7 @@ def save_artefact(model: torch.nn.Module, specs, run_dir: str | Path) -> dict[st
         return {"save": "none"}
     tensors = stored_tensors(model, mode)
     path = Path(run_dir) / ARTEFACT
+    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"save": mode, "method": json.dumps(asdict(specs.method), default=str), "format": "peftbench/1"}
     save_file(tensors, str(path), metadata=metadata)
     return {"save": mode, "file": ARTEFACT, "bytes": path.stat().st_size, "tensors": len(tensors),

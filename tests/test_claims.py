@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 import peftbench.__main__ as cli
 from peftbench import claims, report
@@ -102,8 +103,11 @@ def stub_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
         trained.append(specs.method.name)
         return {"metrics": {"accuracy": 0.5}, "score": 0.5, "metric": "accuracy"}
 
+    from peftbench.inject import MethodReport
+
+    report = MethodReport(method="lora", trainable=2, stored=2, paper=1, base=100, head=1, paper_share=0.01)
     monkeypatch.setattr(peftbench.train, "prepare", lambda specs: SimpleNamespace(
-        report=SimpleNamespace(as_dict=lambda: {"paper_share": 0.01})))  # fmt: skip
+        report=report, model=torch.nn.Linear(1, 1)))  # fmt: skip
     monkeypatch.setattr(peftbench.train, "train_and_evaluate", train)
     hydra_cfg = SimpleNamespace(mode="RunMode.MULTIRUN", sweep=SimpleNamespace(dir=str(tmp_path / "sweep")),
                                 runtime=SimpleNamespace(output_dir=str(tmp_path / "sweep" / "0")))  # fmt: skip
