@@ -140,7 +140,7 @@ def test_glue_dir_from_env_and_relative_to_cwd(monkeypatch):
 def test_unknown_task_source_and_split(tmp_path):
     with pytest.raises(DataError, match=r"unknown GLUE task 'sst-3'; valid tasks: cola, sst2, mrpc"):
         load_glue("sst-3", glue_dir=tmp_path)
-    with pytest.raises(DataError, match=r"unknown data source 'web'; valid sources: local, hub"):
+    with pytest.raises(DataError, match=r"unknown data source 'web'; valid sources: auto, local, hub"):
         load_glue("rte", source="web", glue_dir=tmp_path)
     with pytest.raises(DataError, match=r"unknown split\(s\) \['test'\]; valid: train, validation_matched"):
         load_glue("mnli", glue_dir=tmp_path, splits=["test"])
