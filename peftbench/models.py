@@ -90,17 +90,25 @@ def load_model(spec: ModelSpec, num_labels: int = 2, device: str | torch.device 
     if spec.random_init:
         model = AutoModelForSequenceClassification.from_config(config)
     else:
-        source = _weights_source(spec)
-        if source is None:
-            raise ModelError(f"model {spec.name}: no weights source (set pretrained, hub_id or random_init=true)")
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(source, config=config,
-                                                                       **_file_kwargs(spec, source))
-        except OSError as err:
-            raise ModelError(f"model {spec.name}: cannot load weights from {source!r}: {str(err).splitlines()[0]}") from err
+        model = _from_pretrained(AutoModelForSequenceClassification, spec, config)
+    _set_pad_token(model)
+    return model.to(device)
+
+
+def _from_pretrained(auto, spec: ModelSpec, config: PretrainedConfig, **kwargs):
+    """``auto.from_pretrained`` from the spec's weights (a GGUF file where it names one), errors in one line."""
+    source = _weights_source(spec)
+    if source is None:
+        raise ModelError(f"model {spec.name}: no weights source (set pretrained, hub_id or random_init=true)")
+    try:
+        return auto.from_pretrained(source, config=config, **_file_kwargs(spec, source), **kwargs)
+    except OSError as err:
+        raise ModelError(f"model {spec.name}: cannot load weights from {source!r}: {str(err).splitlines()[0]}") from err
+
+
+def _set_pad_token(model: torch.nn.Module) -> None:
     if model.config.pad_token_id is None and getattr(model.config, "eos_token_id", None) is not None:
         model.config.pad_token_id = model.config.eos_token_id  # decoders (Llama) classify the last non-pad token
-    return model.to(device)
 
 
 def _load_verbalizer(spec: ModelSpec, template, device) -> torch.nn.Module:
@@ -113,19 +121,12 @@ def _load_verbalizer(spec: ModelSpec, template, device) -> torch.nn.Module:
         with torch.device("meta" if meta else "cpu"):
             lm = auto.from_config(config)
     else:
-        source = _weights_source(spec)
-        if source is None:
-            raise ModelError(f"model {spec.name}: no weights source (set pretrained, hub_id or random_init=true)")
-        try:
-            lm, info = auto.from_pretrained(source, config=config, output_loading_info=True, **_file_kwargs(spec, source))
-        except OSError as err:
-            raise ModelError(f"model {spec.name}: cannot load weights from {source!r}: {str(err).splitlines()[0]}") from err
+        lm, info = _from_pretrained(auto, spec, config, output_loading_info=True)
         missing = sorted(k for k in info.get("missing_keys", ()) if k.startswith(f"{arch.lm_head}."))
         if missing:
             raise ModelError(f"model {spec.name} has no pretrained LM head ({len(missing)} of its weights missing, "
                              f"e.g. {missing[0]}); head=verbalizer needs one (e.g. model=smollm2), or use head=linear")
-    if lm.config.pad_token_id is None and getattr(lm.config, "eos_token_id", None) is not None:
-        lm.config.pad_token_id = lm.config.eos_token_id
+    _set_pad_token(lm)
     model = VerbalizerModel(lm, arch, template.label_ids, template.mask_token_id)
     return model if meta else model.to(device)
 
