@@ -257,7 +257,9 @@ def completion(experiment: str, variant: str, df: pd.DataFrame) -> str:
     failed = int((df["status"] == "failed").sum()) if len(df) else 0
     hours = df.loc[df["status"] == "completed", "time_s"].sum() / 3600 if len(df) else 0.0
     return (f"{done} of {planned} planned runs completed, {failed} failed; {hours:.1f} h of CPU time in the "
-            f"completed records")  # fmt: skip
+            f"completed records" + (" (more runs than planned: cells rerun at a new lr keep their earlier-lr runs, "
+                                    "and the report chooses between the lrs on the held-out split)"
+                                    if done > planned else ""))  # fmt: skip
 
 
 HEADER = """# Findings: the paper's claims on this machine
