@@ -2,7 +2,7 @@
 
 Adapters add depth and latency; a merged LoRA adds none. After evaluation, each run times its model and a freshly
 loaded base model (the same architecture and head, no method) on the same dev batches, alternating the two in
-rounds so that machine noise falls on both alike, and takes the ratio of the medians. Where the method has linear
+rounds so that machine noise falls on both alike, and takes the ratio of their fastest rounds. Where the method has linear
 modules beside weights (LoRA), it merges them and measures again. ``train.inference_batches`` sets how many dev
 batches (spread over the length-sorted dev set: long and short ones; 32 rows each) each round times; 0 switches it
 off. The cost: ~5-10 s per MiniLM run.
@@ -10,7 +10,6 @@ off. The cost: ~5-10 s per MiniLM run.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,7 +19,7 @@ import torch
 from peftbench.inject import merge_modules, unmerge_modules
 from peftbench.modules import ParallelLinear, base_linear
 
-ROUNDS = 3
+ROUNDS = 5
 ROWS = 32
 
 
@@ -33,8 +32,9 @@ def _forward_time(model: torch.nn.Module, batches: Sequence[dict], autocast) -> 
 
 
 def alternate(models: dict[str, torch.nn.Module], batches: Sequence[dict], autocast, rounds: int = ROUNDS) -> dict[str, float]:
-    """The median over ``rounds`` of each model's time on ``batches``, the models taken in turn in every round
-    (the order rotated), after one warm-up pass each."""
+    """The fastest of ``rounds`` timings of each model on ``batches`` (interference only ever adds time, so the
+    minimum is the steadiest estimate, as in ``timeit``), the models taken in turn in every round (the order
+    rotated), after one warm-up pass each."""
     names = list(models)
     for name in names:
         _forward_time(models[name], batches, autocast)
@@ -42,7 +42,7 @@ def alternate(models: dict[str, torch.nn.Module], batches: Sequence[dict], autoc
     for r in range(rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
             times[name].append(_forward_time(models[name], batches, autocast))
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: min(t) for name, t in times.items()}
 
 
 def spread(loader, count: int, rows: int = ROWS) -> list[dict]:
