@@ -693,11 +693,11 @@ def main(argv: list[str] | None = None) -> int:
         compare.markdown_comparisons(comparisons, notes),
     ]
     problem_lines = [f"- `{p.path}`: {p.reason}" for p in problems]
-    claimed = claims_lines(args.dirs)
-    claimed_block = ["", "Runs without a record yet:", "", *claimed] if claimed else []
     body = "\n\n".join(s for s in sections if s)
+    # summary.md holds what the records say, so a fresh clone regenerates it byte for byte; runs in flight are
+    # this machine's state (pids, local paths) and are printed only
     (out / "summary.md").write_text(
-        "\n".join([body, "", counts_line(df, problems), *claimed_block, "", *problem_lines]).rstrip() + "\n"
+        "\n".join([body, "", counts_line(df, problems), "", *problem_lines]).rstrip() + "\n"
     )
     plot_budget_vs_score(df, out / "budget_vs_score.png")
     if plot_pareto(costs, out / "pareto.png") is not None:
@@ -709,6 +709,9 @@ def main(argv: list[str] | None = None) -> int:
         print(compare.markdown_comparisons(comparisons, notes))
     print()
     print(counts_line(df, problems))
+    claimed = claims_lines(args.dirs)
+    if claimed:
+        print("runs without a record yet:")
     for line in claimed:
         print(line)
     for name in [*written, "summary.md", "budget_vs_score.png"]:

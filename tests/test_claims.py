@@ -73,6 +73,20 @@ def test_a_claim_whose_process_died_is_abandoned_and_taken_over(tmp_path: Path) 
     assert claims.list_claims([tmp_path]) == []
 
 
+def test_report_prints_claims_but_keeps_them_out_of_summary_md(tmp_path: Path, capsys) -> None:
+    """summary.md is committed and must regenerate from the records alone in a fresh clone; a claim (pid, host,
+    local path) is this machine's state, so the report prints it and leaves it out of the file."""
+    from tests.test_report import make_record, write
+
+    write(tmp_path / "0", make_record("lora", 0, 0.9))
+    dead = hold_in_child(tmp_path, "k3", exit_holding=True)
+    assert report.main([str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert f"- abandoned: lora/sst2/seed 0 (pid {dead} " in printed
+    md = (tmp_path / "summary.md").read_text()
+    assert "1 completed" in md and "abandoned" not in md and str(dead) not in md
+
+
 def test_find_completed_searches_every_root_once(tmp_path: Path) -> None:
     write_record({"status": "completed", "run_key": "abc"}, tmp_path / "sweep" / "0")
     write_record({"status": "failed", "run_key": "def"}, tmp_path / "root" / "0")
