@@ -12,12 +12,14 @@ Every training run writes one self-describing record; this module is the only re
 - `markdown_table` renders paper Table 2 (rows = methods with their share, columns = tasks, median ± std and
   the chosen lr) and the mean [95% CI] of the same cells; `markdown_lr_table` shows held-out and dev per lr;
   `plot_budget_vs_score` draws paper Figure 1 (score against % of parameters on a log axis).
+- `peftbench.costs` adds what each cell stores and costs (artefact size, training time, inference overhead,
+  pareto.png).
 - `compare` runs the comparisons each experiment declares (`peftbench.compare`) and any ``A:B`` asked for.
 
 CLI: ``python -m peftbench.report DIR [DIR ...] [--out OUTDIR] [--task T] [--compare A:B ...]`` writes into
 OUTDIR (default: the first DIR): summary.csv (one row per run, failed ones included), cells.csv (one row per
-cell at its chosen lr), cells_by_lr.csv (one row per cell × lr), comparisons.csv, summary.md and
-budget_vs_score.png.
+cell at its chosen lr), cells_by_lr.csv (one row per cell × lr), comparisons.csv, summary.md,
+budget_vs_score.png and, where runs timed their inference, pareto.png.
 """
 
 from __future__ import annotations
@@ -448,92 +450,6 @@ def markdown_table(summary: pd.DataFrame) -> str:
     return "\n\n".join(parts)
 
 
-def markdown_artefact_table(df: pd.DataFrame, cells: pd.DataFrame) -> str:
-    """Per cell, what a run stores (``modules.safetensors``, peftbench.artefacts): the stored parameter count and
-    the file's size; empty when no record has an artefact (records from before artefacts, or save=none)."""
-    sizes = pd.to_numeric(df.get("artefact_bytes", pd.Series(dtype=float)), errors="coerce")
-    if df.empty or not sizes.notna().any():
-        return ""
-    done = df[(df["status"] == "completed") & sizes.notna()].assign(_bytes=sizes)
-    lines = ["| task | method (share) | stored parameters | artefact (median over runs) |", "|:---|:---|---:|---:|"]
-    for _, cell in cells.iterrows():
-        runs = done[(done[CELL] == cell[CELL]).all(axis=1)]
-        if len(runs):
-            size = runs["_bytes"].median()
-            lines.append(f"| {cell['task']} | {cell['label']} | {int(cell['params_stored']):,d} | "
-                         f"{size / 1024:,.1f} KiB |")
-    caption = ("What each run saved beside its record (`save=modules`: the stored modules, heads and trained biases; "
-               "`python -m peftbench` … `save=none|modules|full`); `peftbench.load_run(run_dir)` reloads it.")
-    return "\n".join(["## Stored artefact per cell", "", *lines, "", caption])
-
-
-def cost_frame(df: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
-    """Per reported cell (at its chosen lr): score, paper share, median training time (s) and median inference
-    time over the frozen base model's (unmerged and merged), over the runs that measured it (peftbench.latency)."""
-    rows = []
-    done = df[df["status"] == "completed"]
-    for _, cell in cells[cells["n"] > 0].iterrows():
-        runs = done[(done[CELL] == cell[CELL]).all(axis=1)]
-        if "lr" in runs and math.isfinite(cell["lr"]):
-            runs = runs[pd.to_numeric(runs["lr"], errors="coerce").sub(cell["lr"]).abs() < 1e-12]
-        ratio = pd.to_numeric(runs.get("inference_ratio"), errors="coerce")
-        merged = pd.to_numeric(runs.get("inference_ratio_merged"), errors="coerce")
-        rows.append({"task": cell["task"], "label": cell["label"], "method": cell["method"], "median": cell["median"],
-                     "share_pct": cell["share_pct"], "n_timed": int(ratio.notna().sum()),
-                     "train_time_s": pd.to_numeric(runs.get("train_time_s"), errors="coerce").median(),
-                     "inference_ratio": ratio.median(), "inference_ratio_merged": merged.median()})
-    return pd.DataFrame(rows)
-
-
-def markdown_cost_table(costs: pd.DataFrame) -> str:
-    """Training time and inference overhead per cell; empty when no run measured its inference cost."""
-    if costs.empty or not costs["n_timed"].any():
-        return ""
-    lines = ["| task | method (share) | score ×100 | training s | inference × base | merged × base | runs timed |",
-             "|:---|:---|---:|---:|---:|---:|---:|"]
-    for _, c in costs[costs["n_timed"] > 0].iterrows():
-        merged = f"{c['inference_ratio_merged']:.2f}" if math.isfinite(c["inference_ratio_merged"]) else MISSING
-        lines.append(f"| {c['task']} | {c['label']} | {c['median']:.1f} | {c['train_time_s']:.0f} | "
-                     f"{c['inference_ratio']:.2f} | {merged} | {c['n_timed']} |")
-    caption = ("Inference cost: forward time on dev batches over the frozen base model's, timed in each run's own "
-               "process, alternating the two (median over runs; merged: linear modules merged into their weights). "
-               "A ratio measured while other work shares the CPU is noisy: compare cells of one report. "
-               "Pareto fronts: pareto.png.")
-    return "\n".join(["## Cost per cell", "", *lines, "", caption])
-
-
-def plot_pareto(costs: pd.DataFrame, path: str | Path) -> Figure | None:
-    """Score against parameters, against training time and against inference overhead: one panel each, a point
-    per cell (its method's colour); nothing when no run measured its inference cost."""
-    if costs.empty or not costs["n_timed"].any():
-        return None
-    fig = Figure(figsize=(16, 4.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 3)
-    methods = sorted(costs["method"].unique())
-    colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
-    panels = (("share_pct", "fine-tuned parameters (% of the base model)", True),
-              ("train_time_s", "training time (s, median over runs)", True),
-              ("inference_ratio", "inference time × the frozen base model", False))
-    for ax, (column, label, log) in zip(axes, panels, strict=True):
-        for _, c in costs.iterrows():
-            x = c[column]
-            if not (isinstance(x, float | int) and math.isfinite(x) and x > 0):
-                continue
-            ax.scatter([x], [c["median"]], color=colours[c["method"]])
-            ax.annotate(c["label"], (x, c["median"]), textcoords="offset points", xytext=(5, 4), fontsize=7,
-                        color=colours[c["method"]])
-            if column == "inference_ratio" and math.isfinite(c["inference_ratio_merged"]):
-                ax.scatter([c["inference_ratio_merged"]], [c["median"]], color=colours[c["method"]], marker="x")
-        if log:
-            ax.set_xscale("log")
-        ax.set_xlabel(label + (" (×: merged)" if column == "inference_ratio" else ""))
-        ax.set_ylabel("score ×100 (median over seeds)")
-        ax.grid(True, which="both", alpha=0.3)
-    fig.savefig(path, dpi=120)
-    return fig
-
-
 def markdown_lr_table(per_lr: pd.DataFrame) -> str:
     """Every lr of the cells that ran several (`summarize(df, choose_lr=False)`): held-out and dev side by side,
     the chosen one marked; empty when every cell ran one lr."""
@@ -637,8 +553,8 @@ def counts_line(df: pd.DataFrame, problems: list[Problem]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code (2 when no usable record was found or an argument is wrong)."""
-    # compare builds on summarize, so it is imported here rather than at the top (an import cycle otherwise)
-    from peftbench import compare
+    # compare and costs build on summarize, so they are imported here rather than at the top (a cycle otherwise)
+    from peftbench import compare, costs
 
     parser = argparse.ArgumentParser(prog="python -m peftbench.report", description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="directories searched recursively for result.json")
@@ -688,8 +604,8 @@ def main(argv: list[str] | None = None) -> int:
         "## Score per cell",
         table,
         markdown_lr_table(per_lr),
-        markdown_artefact_table(df, cells),
-        markdown_cost_table(costs := cost_frame(df, cells)),
+        costs.markdown_artefact_table(df, cells),
+        costs.markdown_cost_table(cost := costs.cost_frame(df, cells)),
         compare.markdown_comparisons(comparisons, notes),
     ]
     problem_lines = [f"- `{p.path}`: {p.reason}" for p in problems]
@@ -700,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
         "\n".join([body, "", counts_line(df, problems), "", *problem_lines]).rstrip() + "\n"
     )
     plot_budget_vs_score(df, out / "budget_vs_score.png")
-    if plot_pareto(costs, out / "pareto.png") is not None:
+    if costs.plot_pareto(cost, out / "pareto.png") is not None:
         print(f"wrote {out / 'pareto.png'}")
 
     print(table)

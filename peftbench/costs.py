@@ -1,0 +1,100 @@
+"""What each reported cell stores and costs: the artefact beside its records (peftbench.artefacts), its training
+time and its inference overhead over the frozen base model (peftbench.latency), and the pareto fronts of score
+against each. `peftbench.report` puts these sections into summary.md and draws pareto.png."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from peftbench.report import CELL, MISSING
+
+
+def markdown_artefact_table(df: pd.DataFrame, cells: pd.DataFrame) -> str:
+    """Per cell, what a run stores (``modules.safetensors``, peftbench.artefacts): the stored parameter count and
+    the file's size; empty when no record has an artefact (records from before artefacts, or save=none)."""
+    sizes = pd.to_numeric(df.get("artefact_bytes", pd.Series(dtype=float)), errors="coerce")
+    if df.empty or not sizes.notna().any():
+        return ""
+    done = df[(df["status"] == "completed") & sizes.notna()].assign(_bytes=sizes)
+    lines = ["| task | method (share) | stored parameters | artefact (median over runs) |", "|:---|:---|---:|---:|"]
+    for _, cell in cells.iterrows():
+        runs = done[(done[CELL] == cell[CELL]).all(axis=1)]
+        if len(runs):
+            size = runs["_bytes"].median()
+            lines.append(f"| {cell['task']} | {cell['label']} | {int(cell['params_stored']):,d} | "
+                         f"{size / 1024:,.1f} KiB |")
+    caption = ("What each run saved beside its record (`save=modules`: the stored modules, heads and trained biases; "
+               "`python -m peftbench` … `save=none|modules|full`); `peftbench.load_run(run_dir)` reloads it.")
+    return "\n".join(["## Stored artefact per cell", "", *lines, "", caption])
+
+
+def cost_frame(df: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """Per reported cell (at its chosen lr): score, paper share, median training time (s) and median inference
+    time over the frozen base model's (unmerged and merged), over the runs that measured it (peftbench.latency)."""
+    rows = []
+    done = df[df["status"] == "completed"]
+    for _, cell in cells[cells["n"] > 0].iterrows():
+        runs = done[(done[CELL] == cell[CELL]).all(axis=1)]
+        if "lr" in runs and math.isfinite(cell["lr"]):
+            runs = runs[pd.to_numeric(runs["lr"], errors="coerce").sub(cell["lr"]).abs() < 1e-12]
+        ratio = pd.to_numeric(runs.get("inference_ratio"), errors="coerce")
+        merged = pd.to_numeric(runs.get("inference_ratio_merged"), errors="coerce")
+        rows.append({"task": cell["task"], "label": cell["label"], "method": cell["method"], "median": cell["median"],
+                     "share_pct": cell["share_pct"], "n_timed": int(ratio.notna().sum()),
+                     "train_time_s": pd.to_numeric(runs.get("train_time_s"), errors="coerce").median(),
+                     "inference_ratio": ratio.median(), "inference_ratio_merged": merged.median()})
+    return pd.DataFrame(rows)
+
+
+def markdown_cost_table(costs: pd.DataFrame) -> str:
+    """Training time and inference overhead per cell; empty when no run measured its inference cost."""
+    if costs.empty or not costs["n_timed"].any():
+        return ""
+    lines = ["| task | method (share) | score ×100 | training s | inference × base | merged × base | runs timed |",
+             "|:---|:---|---:|---:|---:|---:|---:|"]
+    for _, c in costs[costs["n_timed"] > 0].iterrows():
+        merged = f"{c['inference_ratio_merged']:.2f}" if math.isfinite(c["inference_ratio_merged"]) else MISSING
+        lines.append(f"| {c['task']} | {c['label']} | {c['median']:.1f} | {c['train_time_s']:.0f} | "
+                     f"{c['inference_ratio']:.2f} | {merged} | {c['n_timed']} |")
+    caption = ("Inference cost: forward time on dev batches over the frozen base model's, timed in each run's own "
+               "process, alternating the two (median over runs; merged: linear modules merged into their weights). "
+               "A ratio measured while other work shares the CPU is noisy: compare cells of one report. "
+               "Pareto fronts: pareto.png.")
+    return "\n".join(["## Cost per cell", "", *lines, "", caption])
+
+
+def plot_pareto(costs: pd.DataFrame, path: str | Path) -> Figure | None:
+    """Score against parameters, against training time and against inference overhead: one panel each, a point
+    per cell (its method's colour); nothing when no run measured its inference cost."""
+    if costs.empty or not costs["n_timed"].any():
+        return None
+    fig = Figure(figsize=(16, 4.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    methods = sorted(costs["method"].unique())
+    colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    panels = (("share_pct", "fine-tuned parameters (% of the base model)", True),
+              ("train_time_s", "training time (s, median over runs)", True),
+              ("inference_ratio", "inference time × the frozen base model", False))
+    for ax, (column, label, log) in zip(axes, panels, strict=True):
+        for _, c in costs.iterrows():
+            x = c[column]
+            if not (isinstance(x, float | int) and math.isfinite(x) and x > 0):
+                continue
+            ax.scatter([x], [c["median"]], color=colours[c["method"]])
+            ax.annotate(c["label"], (x, c["median"]), textcoords="offset points", xytext=(5, 4), fontsize=7,
+                        color=colours[c["method"]])
+            if column == "inference_ratio" and math.isfinite(c["inference_ratio_merged"]):
+                ax.scatter([c["inference_ratio_merged"]], [c["median"]], color=colours[c["method"]], marker="x")
+        if log:
+            ax.set_xscale("log")
+        ax.set_xlabel(label + (" (×: merged)" if column == "inference_ratio" else ""))
+        ax.set_ylabel("score ×100 (median over seeds)")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.savefig(path, dpi=120)
+    return fig
