@@ -173,7 +173,11 @@ def score(task: str, predictions: np.ndarray, references: np.ndarray, split: str
     metrics = compute_glue_metrics(task, predictions, references)
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]
     if bad:
-        raise NonFiniteOutput(f"metric(s) {', '.join(bad)} on {split} are not finite: {metrics}")
+        why = ""
+        if np.ptp(predictions) == 0:  # what a collapsed run does: Pearson/MCC are undefined for one constant
+            why = (f" (the model predicts {predictions.flat[0]:g} for all {len(predictions)} rows: a collapsed run; "
+                   "try a smaller train.lr)")
+        raise NonFiniteOutput(f"metric(s) {', '.join(bad)} on {split} are not finite: {metrics}{why}")
     return metrics
 
 

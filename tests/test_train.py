@@ -132,8 +132,12 @@ def test_non_finite_logits_fail_the_evaluation():
 
 
 def test_non_finite_metric_fails():
-    with pytest.raises(train.NonFiniteOutput, match="pearson"):
+    with pytest.raises(train.NonFiniteOutput, match=r"pearson.*predicts 2 for all 5 rows: a collapsed run"):
         train.score("stsb", np.full(5, 2.0), np.array([0.0, 1.0, 2.0, 3.0, 4.0]), "validation")
+    # constant references (a degenerate dev set) are not blamed on the model
+    with pytest.raises(train.NonFiniteOutput, match="pearson") as err:
+        train.score("stsb", np.array([0.0, 1.0, 2.0, 3.0, 4.0]), np.full(5, 2.0), "validation")
+    assert "collapsed" not in str(err.value)
 
 
 @pytest.mark.parametrize(
