@@ -2,8 +2,8 @@
 
 Adapters add depth and latency; a merged LoRA adds none. After evaluation, each run times its model and a freshly
 loaded base model (the same architecture and head, no method) on the same dev batches, alternating the two in
-rounds so that machine noise falls on both alike, and takes the ratio of their fastest rounds. Where the method has linear
-modules beside weights (LoRA), it merges them and measures again. ``train.inference_batches`` sets how many dev
+rounds so that machine noise falls on both alike, and takes the ratio of their fastest rounds. Where the method has
+linear modules beside weights (LoRA), it merges them and measures again. ``train.inference_batches`` sets how many dev
 batches (spread over the length-sorted dev set: long and short ones; 32 rows each) each round times; 0 switches it
 off. The cost: ~5-10 s per MiniLM run.
 """
@@ -63,10 +63,10 @@ def inference_cost(model: torch.nn.Module, load_base: Callable[[], torch.nn.Modu
     batches = spread(loader, count)
     base = load_base().to(device).eval()
     model.eval()
-    medians = alternate({"base": base, "method": model}, batches, autocast)
+    fastest = alternate({"base": base, "method": model}, batches, autocast)
     out: dict[str, Any] = {
         "batches": len(batches), "rows": int(sum(len(b["input_ids"]) for b in batches)), "rounds": ROUNDS,
-        "base_s": medians["base"], "method_s": medians["method"], "ratio": medians["method"] / medians["base"],
+        "base_s": fastest["base"], "method_s": fastest["method"], "ratio": fastest["method"] / fastest["base"],
         "merged_s": None, "ratio_merged": None,
     }  # fmt: skip
     # the weights as they are: unmerging subtracts what merging added, which may not give back every last bit

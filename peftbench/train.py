@@ -174,7 +174,7 @@ def score(task: str, predictions: np.ndarray, references: np.ndarray, split: str
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]
     if bad:
         why = ""
-        if np.ptp(predictions) == 0:  # what a collapsed run does: Pearson/MCC are undefined for one constant
+        if len(predictions) and np.ptp(predictions) == 0:  # what a collapsed run does: Pearson/MCC are undefined for one constant
             why = (f" (the model predicts {predictions.flat[0]:g} for all {len(predictions)} rows: a collapsed run; "
                    "try a smaller train.lr)")
         raise NonFiniteOutput(f"metric(s) {', '.join(bad)} on {split} are not finite: {metrics}{why}")
