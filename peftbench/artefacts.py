@@ -116,7 +116,7 @@ def predict_run(run_dir: str | Path, split: str | None = None):
     from accelerate import Accelerator
 
     from peftbench.data import get_task, load_glue, make_collator, subsample, tokenize_glue
-    from peftbench.train import eval_split, predict
+    from peftbench.train import eval_split, fp32_regression_head, predict
 
     model = load_run(run_dir)
     specs, tokenizer, template = (model.peftbench_run[k] for k in ("specs", "tokenizer", "template"))
@@ -126,6 +126,8 @@ def predict_run(run_dir: str | Path, split: str | None = None):
     tokenized = tokenize_glue(data, tokenizer, info.name, specs.task.max_length, specs.data.cache_dir, template)
     dataset = subsample(tokenized[split], specs.data.max_eval_samples, 0)
     mixed = model.peftbench_run["record"].get("mixed_precision") or "no"
+    if model.peftbench_run["record"].get("head_precision") == "fp32":
+        fp32_regression_head(model, info.name)  # as the run computed its predictions
     accelerator = Accelerator(cpu=True, mixed_precision=mixed if mixed != "fp16" else "no")
     loader = eval_split(split, dataset, specs.train.eval_batch_size, make_collator(tokenizer))
     loader.loader = accelerator.prepare(loader.loader)

@@ -235,7 +235,7 @@ def _weight_of(module: nn.Module) -> torch.Tensor:
     return module.weight
 
 
-def _head_modules(model: nn.Module, arch: ArchMap) -> list[nn.Module]:
+def head_modules(model: nn.Module, arch: ArchMap) -> list[nn.Module]:
     """The task head: the architecture's classifier, or the LM head a verbalizer declares."""
     heads = []
     for path in getattr(model, "peftbench_head_paths", arch.head):
@@ -255,7 +255,7 @@ def apply_method(model: nn.Module, spec: MethodSpec, tokenizer=None) -> MethodRe
         raise ValueError(f"model already carries method {model.peftbench_method!r}; load a fresh model")
     spec.validate()
     arch = arch_for(model)
-    heads = _head_modules(model, arch)
+    heads = head_modules(model, arch)
     head_ids = {id(p) for h in heads for p in h.parameters()}
     if hasattr(model, "peftbench_head_paths"):  # an LM head tied to the input embeddings belongs to the base
         head_ids -= {id(p) for p in model.base_model.parameters()}

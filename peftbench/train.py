@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from peftbench import checkpoint as ckpt
+from peftbench.arch import arch_for
 from peftbench.batching import length_sorted_order, row_lengths, train_sampler
 from peftbench.config import RunConfig
 from peftbench.data import (
@@ -35,7 +36,7 @@ from peftbench.data import (
     subsample,
     tokenize_glue,
 )
-from peftbench.inject import MethodReport, apply_method, export_reparameterisations
+from peftbench.inject import MethodReport, apply_method, export_reparameterisations, head_modules
 from peftbench.latency import inference_cost
 from peftbench.metrics import compute_glue_metrics
 from peftbench.models import load_model, load_tokenizer, model_config
@@ -56,6 +57,14 @@ class TrainingDiverged(RuntimeError):
 
 class NonFiniteOutput(RuntimeError):
     """The model's logits or a metric on an evaluation split are NaN or infinite: the run did not finish."""
+
+
+class ConstantPredictions(NonFiniteOutput):
+    """The model gave every row the same prediction, so a correlation metric (Pearson, MCC) is undefined.
+
+    On the held-out split at the end of an epoch this makes that epoch unselectable (a later one may learn); on
+    the reported split, or at every epoch, the run fails: it collapsed.
+    """
 
 
 @dataclass
@@ -173,11 +182,11 @@ def score(task: str, predictions: np.ndarray, references: np.ndarray, split: str
     metrics = compute_glue_metrics(task, predictions, references)
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]
     if bad:
-        why = ""
+        message = f"metric(s) {', '.join(bad)} on {split} are not finite: {metrics}"
         if len(predictions) and np.ptp(predictions) == 0:  # what a collapsed run does: Pearson/MCC are undefined for one constant
-            why = (f" (the model predicts {predictions.flat[0]:g} for all {len(predictions)} rows: a collapsed run; "
-                   "try a smaller train.lr)")
-        raise NonFiniteOutput(f"metric(s) {', '.join(bad)} on {split} are not finite: {metrics}{why}")
+            raise ConstantPredictions(f"{message} (the model predicts {predictions.flat[0]:g} for all "
+                                      f"{len(predictions)} rows: a collapsed run; try a smaller train.lr)")
+        raise NonFiniteOutput(message)
     return metrics
 
 
@@ -200,6 +209,34 @@ def resolve_mixed_precision(setting: str, force_cpu: bool = False) -> str:
     if torch.cuda.is_available() and not force_cpu:
         return "bf16" if torch.cuda.is_bf16_supported() else "no"
     return "bf16" if cpu_supports_bf16() else "no"
+
+
+def fp32_regression_head(model: torch.nn.Module, task: str) -> bool:
+    """Run a regression task's head outside autocast, so that its predictions are fp32.
+
+    Under bf16 autocast the head's last Linear rounds each prediction to bf16's 8 significant bits: steps of 1/64 at
+    2–4 on STS-B's 0–5 scale. A well-trained model hardly notices (LoRA: ~420 distinct values over STS-B's 1,500 dev
+    rows), but a weakly trained one predicts a handful of values (prefix, lr 5e-4: 5–8) whose Pearson is computed
+    on ties, and a near-constant one predicts one value, whose Pearson is undefined. The head is the pooler and
+    classifier (a d×d and a d×1 product per example), so fp32 costs nothing measurable. Classification heads keep
+    autocast: an argmax is changed by bf16 rounding only at near-ties. Returns whether a head was changed."""
+    if not get_task(task).is_regression:
+        return False
+    try:
+        heads = head_modules(model, arch_for(model))
+    except ValueError:  # an architecture without a map has no head to find (inject refuses it anyway)
+        return False
+    for head in heads:
+        forward = head.forward
+
+        def in_fp32(*args, _forward=forward, **kwargs):
+            device = next((a.device.type for a in args if torch.is_tensor(a)), "cpu")
+            with torch.autocast(device_type=device, enabled=False):
+                return _forward(*(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args),
+                                **kwargs)
+
+        head.forward = in_fp32  # an instance attribute: the parameters' names and the state dict do not change
+    return bool(heads)
 
 
 def effective_lr(cfg: RunConfig) -> float:
@@ -252,6 +289,7 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint
     select = (eval_split("held_out", prep.select, cfg.train.eval_batch_size, prep.collator)
               if prep.select is not None else None)
     evals = [eval_split(name, ds, cfg.train.eval_batch_size, prep.collator) for name, ds in prep.evals.items()]
+    fp32_head = accelerator.mixed_precision != "no" and fp32_regression_head(prep.model, task)
     optimizer = _optimizer(prep.model, cfg, lr)
     total = cfg.train.epochs * math.ceil(len(prep.train) / (cfg.train.batch_size * accelerator.num_processes))
     scheduler = linear_warmup_decay(optimizer, int(cfg.train.warmup_ratio * total), total)
@@ -337,10 +375,13 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint
                                  "lr": scheduler.get_last_lr()[0]}
         if select is not None:
             with gates.tracking() as lambdas:
-                entry["select"] = evaluate_split(model, select, accelerator, task)
+                try:
+                    entry["select"] = evaluate_split(model, select, accelerator, task)
+                except ConstantPredictions as err:  # this epoch cannot be chosen; a later one may have learned
+                    entry["select_error"] = str(err)
             if lambdas:
                 entry["gate_lambda"] = lambdas
-            if entry["select"][main] > best:
+            if "select" in entry and entry["select"][main] > best:
                 best = entry["select"][main]
                 best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
                 entry["best"] = True
@@ -352,6 +393,9 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint
         if checkpoint is not None and epoch < cfg.train.epochs and accelerator.is_main_process:
             ckpt.save(checkpoint, state(epoch + 1, 0, sampler.generator.get_state()))
     bar.close()
+    if select is not None and best_state is None and history and "select_error" in history[-1]:
+        raise ConstantPredictions(f"no epoch can be chosen: at every epoch (1-{cfg.train.epochs}) "
+                                  + history[-1]["select_error"])
 
     if best_state is not None:  # restore the epoch chosen on the held-out split
         params = dict(model.named_parameters())
@@ -377,7 +421,13 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint
     eval_time = time.perf_counter() - eval_start
     inference = None
     if accelerator.num_processes == 1 and prep.load_base is not None and evals:
-        inference = inference_cost(accelerator.unwrap_model(model), prep.load_base, evals[0].loader,
+        def load_base():  # the base model as the run computes: its regression head in fp32 too
+            base = prep.load_base()
+            if fp32_head:
+                fp32_regression_head(base, task)
+            return base
+
+        inference = inference_cost(accelerator.unwrap_model(model), load_base, evals[0].loader,
                                    cfg.train.inference_batches, accelerator.autocast, accelerator.device)
     return {
         "metrics": metrics,
@@ -399,6 +449,7 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint
         "num_processes": accelerator.num_processes,
         "determinism": DETERMINISM["cpu" if accelerator.device.type == "cpu" else "gpu"],
         "mixed_precision": accelerator.mixed_precision,
+        "head_precision": "fp32" if fp32_head else accelerator.mixed_precision,
         "gate_lambda": gate_lambda or None,
         "inference": inference,
         "predictions": predictions,

@@ -19,6 +19,19 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerator_state():
+    """accelerate keeps one process-wide state: a test's Accelerator(mixed_precision=...) must not meet the one an
+    earlier test made (a training run makes exactly one per process). As accelerate's own test case does."""
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=1000,
             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 

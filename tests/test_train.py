@@ -161,3 +161,67 @@ def test_lr_scale_at_its_default_keeps_the_run_key_of_records_written_before_it_
     before = {**plain, "train": {k: v for k, v in plain["train"].items() if k != "lr_scale"}}
     assert run_key(plain) == run_key(before)
     assert run_key({**plain, "train": {**plain["train"], "lr_scale": 0.25}}) != run_key(before)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("constant_epochs", [{1}, {1, 2}])
+def test_a_constant_held_out_epoch_is_unselectable_and_fails_the_run_only_at_every_epoch(
+        monkeypatch, glue_dir, tmp_path, constant_epochs):
+    """A run whose held-out predictions are constant after epoch 1 (Pearson undefined) may still learn in epoch 2:
+    epoch 1 is recorded as unselectable and epoch 2 is chosen; constant at every epoch, the run fails."""
+    from peftbench.config import compose, to_specs
+
+    cfg = to_specs(compose(["model=tiny_bert", "method=lora", "task=stsb", "data.max_train_samples=64",
+                            "data.held_out=16", "train.epochs=2", "train.progress=false",
+                            f"data.glue_dir={glue_dir}", f"data.cache_dir={tmp_path}"]))
+    real, held_out_calls = train.predict, []
+
+    def predict(model, split, accelerator, task):
+        preds, refs = real(model, split, accelerator, task)
+        if split.name == "held_out":
+            held_out_calls.append(len(held_out_calls) + 1)
+            if held_out_calls[-1] in constant_epochs:
+                preds = np.full_like(preds, 2.5)
+        return preds, refs
+
+    monkeypatch.setattr(train, "predict", predict)
+    prep = train.prepare(cfg)
+    if constant_epochs == {1, 2}:
+        with pytest.raises(train.ConstantPredictions, match=r"no epoch can be chosen: at every epoch \(1-2\).*"
+                                                            r"predicts 2.5 for all 16 rows"):
+            train.train_and_evaluate(cfg, prep)
+        return
+    result = train.train_and_evaluate(cfg, prep)
+    first, second = result["history"]
+    assert "select" not in first and "predicts 2.5 for all 16 rows" in first["select_error"]
+    assert second["best"] and np.isfinite(second["select"]["pearson"])
+    assert result["best_epoch"] == 2 and np.isfinite(result["score"]) and held_out_calls == [1, 2]
+
+
+def test_a_regression_head_predicts_in_fp32_under_bf16_autocast():
+    """bf16 rounds a prediction to 8 significant bits; a near-constant regression output (a weakly trained model)
+    would become a few tied values. The patched head computes pooler + classifier in fp32 on the encoder's output."""
+    import torch.nn.functional as F
+
+    model = tiny_model("bert", num_labels=1).eval()
+    batch = tiny_batch(batch=8)
+    with torch.no_grad():
+        model.classifier.weight.mul_(1e-2)  # outputs within ~1e-2 of STS-B's mean, as a weakly trained model's
+        model.classifier.bias.fill_(2.5)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        rounded = model(**batch).logits
+        assert train.fp32_regression_head(model, "stsb")
+        out = model(**batch, output_hidden_states=True)
+    pooler, classifier = model.bert.pooler.dense, model.classifier
+    with torch.no_grad():
+        pooled = torch.tanh(F.linear(out.hidden_states[-1][:, 0].float(), pooler.weight, pooler.bias))
+        expected = F.linear(pooled, classifier.weight, classifier.bias)
+    assert rounded.dtype == torch.bfloat16 and out.logits.dtype == torch.float32
+    torch.testing.assert_close(out.logits, expected, rtol=0, atol=1e-6)
+    assert len(torch.unique(out.logits)) == 8 > len(torch.unique(rounded))
+    assert set(model.state_dict()) == set(tiny_model("bert", num_labels=1).state_dict())  # names unchanged
+
+    classifier_model = tiny_model("bert").eval()  # a classification head keeps autocast
+    assert not train.fp32_regression_head(classifier_model, "sst2")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert classifier_model(**batch).logits.dtype == torch.bfloat16
