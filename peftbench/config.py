@@ -42,6 +42,9 @@ def _positive(key: str, value: float | None, optional: bool = False) -> None:
              f"{key}={value} must be > 0{' (or null)' if optional else ''}")
 
 
+HEAD_BIASES = ("zero", "label_mean")
+
+
 @dataclass
 class TaskSpec:
     name: str = "sst2"
@@ -50,12 +53,21 @@ class TaskSpec:
     # "{sentence} It was {mask}.", and scores ``label_words`` (one per label, in label order) at {mask}.
     template: str | None = None
     label_words: list[str] = field(default_factory=list)
+    # A regression head's output bias at the start: zero (transformers' init) | label_mean (the mean label of the
+    # training split, never dev). conf/task/stsb.yaml takes label_mean: from zero, prefix tuning and MAM spend
+    # their first steps shifting every prediction to the mean through the prefix and never learn more (FINDINGS.md).
+    head_bias: str = "zero"
 
     def __post_init__(self) -> None:
         from peftbench.data import GLUE_TASKS  # lazily: datasets is slow to import
 
         _require(str(self.name).lower() in GLUE_TASKS,
                  f"task.name={self.name!r} is not a GLUE task; valid: {', '.join(GLUE_TASKS)}")
+        _require(self.head_bias in HEAD_BIASES,
+                 f"task.head_bias={self.head_bias!r} is not valid; valid: {', '.join(HEAD_BIASES)}")
+        _require(self.head_bias == "zero" or GLUE_TASKS[str(self.name).lower()].is_regression,
+                 f"task.head_bias={self.head_bias} sets a regression head's bias; {self.name} is a classification "
+                 "task (valid: zero)")
         _require(self.max_length >= MIN_MAX_LENGTH,
                  f"task.max_length={self.max_length} must be >= {MIN_MAX_LENGTH} (tokens per example, "
                  "special tokens included)")

@@ -27,7 +27,7 @@ NOT_IN_KEY = ("logger", "results_root", "resume", "sweep", "data.glue_dir", "dat
               "train.inference_batches")
 #: Keys added to the config after records were written, with their default: left out of the key at that default,
 #: so that a record written before the key existed still matches the run it was (resume does not redo it).
-ADDED_KEYS = {"train.lr_scale": 1.0, "method.head": "linear", "model.gguf_file": None}
+ADDED_KEYS = {"train.lr_scale": 1.0, "method.head": "linear", "model.gguf_file": None, "task.head_bias": "zero"}
 #: Keys read only by the verbalizer head: out of the key of a run with the linear head.
 VERBALIZER_KEYS = ("template", "label_words")
 PACKAGES = ("peftbench", "torch", "transformers", "datasets", "evaluate", "accelerate", "hydra-core", "numpy")

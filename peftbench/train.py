@@ -105,11 +105,25 @@ def prepare(cfg: RunConfig) -> Prepared:
     set_seed(cfg.seed)  # the same seed gives the same added-module initialisation and data order
     model = load_model(cfg.model, num_labels=info.num_labels, verbalizer=template)
     report = apply_method(model, cfg.method, tokenizer)
+    if cfg.task.head_bias == "label_mean":
+        set_output_bias(model, float(np.mean(train["labels"])))
+
     def load_base() -> torch.nn.Module:
         return load_model(cfg.model, num_labels=info.num_labels, verbalizer=template)
 
     return Prepared(model, report, train, select, evals, make_collator(tokenizer), time.perf_counter() - start,
                     source, load_base)
+
+
+def set_output_bias(model: torch.nn.Module, value: float) -> None:
+    """Start a regression head's output at `value` (``task.head_bias=label_mean``): its last Linear with one output."""
+    outputs = [m for head in head_modules(model, arch_for(model)) for m in head.modules()
+               if isinstance(m, torch.nn.Linear) and m.out_features == 1]
+    if not outputs or outputs[-1].bias is None:
+        raise ValueError(f"task.head_bias=label_mean: {type(model).__name__} has no regression output with a bias "
+                         "to set; use task.head_bias=zero")
+    with torch.no_grad():
+        outputs[-1].bias.fill_(value)
 
 
 def verbalizer_template(cfg: RunConfig, tokenizer):

@@ -225,3 +225,45 @@ def test_a_regression_head_predicts_in_fp32_under_bf16_autocast():
     assert not train.fp32_regression_head(classifier_model, "sst2")
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert classifier_model(**batch).logits.dtype == torch.bfloat16
+
+
+def test_head_bias_at_zero_keeps_the_run_key_of_records_written_before_it_existed():
+    from omegaconf import OmegaConf
+
+    from peftbench.config import compose
+    from peftbench.record import run_key
+
+    stsb = OmegaConf.to_container(compose(["task=stsb"]), resolve=True)
+    assert stsb["task"]["head_bias"] == "label_mean"  # conf/task/stsb.yaml
+    before = {**stsb, "task": {k: v for k, v in stsb["task"].items() if k != "head_bias"}}  # a record from before
+    assert run_key({**stsb, "task": {**stsb["task"], "head_bias": "zero"}}) == run_key(before)
+    assert run_key(stsb) != run_key(before)  # label_mean is a different run
+    sst2 = OmegaConf.to_container(compose(["task=sst2"]), resolve=True)
+    assert run_key({**sst2, "task": {**sst2["task"], "head_bias": "zero"}}) == run_key(sst2)
+
+
+@pytest.mark.slow
+def test_label_mean_head_bias_starts_a_regression_head_at_the_mean_training_label(glue_dir, tmp_path):
+    from peftbench.config import SpecError, compose, to_specs
+
+    common = ["model=tiny_bert", "method=prefix", "task=stsb", "data.max_train_samples=64", "data.held_out=16",
+              f"data.glue_dir={glue_dir}", f"data.cache_dir={tmp_path}"]
+    prep = train.prepare(to_specs(compose(common)))
+    mean = float(np.mean(prep.train["labels"]))  # the 48 training rows, not the held-out 16 nor dev
+    assert 1.0 < mean < 4.0 and mean != pytest.approx(float(np.mean(prep.select["labels"])), abs=1e-6)
+    assert prep.model.classifier.bias.item() == pytest.approx(mean, abs=1e-6)
+    batch = prep.collator([prep.train[i] for i in range(8)])
+    with torch.no_grad():
+        start = prep.model.eval()(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    assert start.mean().item() == pytest.approx(mean, abs=0.1)  # the first predictions sit at the mean
+    zero = train.prepare(to_specs(compose([*common, "task.head_bias=zero"])))
+    assert zero.model.classifier.bias.item() == 0.0
+    with pytest.raises(SpecError, match="sst2 is a classification task"):
+        to_specs(compose(["task=sst2", "task.head_bias=label_mean"]))
+    with pytest.raises(SpecError, match="task.head_bias='mean' is not valid; valid: zero, label_mean"):
+        to_specs(compose(["task=stsb", "task.head_bias=mean"]))
+    head = torch.nn.Linear(4, 1, bias=False)  # e.g. Llama's score head
+    model = tiny_model("bert", num_labels=1)
+    model.classifier = head
+    with pytest.raises(ValueError, match="has no regression output with a bias"):
+        train.set_output_bias(model, 2.5)
