@@ -465,14 +465,29 @@ def markdown_lr_table(per_lr: pd.DataFrame) -> str:
         label = f"{r['label']}, {r['model']}" if model else r["label"]
         held_out = f"{r['select_score']:.1f}" if math.isfinite(r["select_score"]) else MISSING
         dev = _format_cell(r.drop("lr"))
+        edge = grid_edge(r) if r["chosen"] else ""
+        mark = f"✓ ({edge})" if edge else "✓" if r["chosen"] else ""
         lines.append(f"| {r['task']} | {label} | {format_lr(r['lr'])} | {r['n']} | {r['n_failed']} | {held_out} "
-                     f"| {dev} | {_format_ci(r)} | {'✓' if r['chosen'] else ''} |")  # fmt: skip
+                     f"| {dev} | {_format_ci(r)} | {mark} |")  # fmt: skip
     caption = (
         "Learning rate per cell. held-out = the mean over seeds of the selection score of the kept epoch, on the "
         "split held out of train. The chosen lr (✓) has the highest held-out score; ties: fewer failed runs, then "
-        "the smaller lr; an lr whose runs all failed cannot be chosen. The dev columns never enter the choice."
+        "the smaller lr; an lr whose runs all failed cannot be chosen. The dev columns never enter the choice. "
+        "(lowest) / (highest): the choice sits at the edge of a grid of three or more lrs, so a better lr may lie "
+        "beyond it; extend the grid past that edge (`train.lr_scale`) and the report chooses again."
     )
     return "\n".join(["## Learning rate per cell", "", *lines, "", caption])
+
+
+def grid_edge(cell: pd.Series) -> str:
+    """"lowest" / "highest" when a cell's lr is the end of its grid of three or more lrs, else "".
+
+    A grid of two is a coarse check (either choice is an edge); from three, an edge choice says the grid may not
+    bracket the best lr."""
+    grid = [lr for lr in cell["lr_grid"] if math.isfinite(lr) and lr >= 0]
+    if len(grid) < 3 or not math.isfinite(cell["lr"]):
+        return ""
+    return "lowest" if cell["lr"] == min(grid) else "highest" if cell["lr"] == max(grid) else ""
 
 
 def plot_budget_vs_score(df: pd.DataFrame, path: str | Path | None, task: str | None = None) -> Figure:

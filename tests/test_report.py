@@ -15,6 +15,7 @@ from scipy import stats
 
 from peftbench.report import (
     Problem,
+    grid_edge,
     load_records,
     main,
     markdown_lr_table,
@@ -375,7 +376,9 @@ def test_lr_is_chosen_on_held_out_not_dev(lr_sweep: Path) -> None:
     assert "| lora (0.24%) | 81.0 ± 1.0 (lr 1e-4) |" in table and "(lr 1e-3)" not in table
     lr_table = markdown_lr_table(per_lr)
     assert "| sst2 | lora (0.24%) | 1e-4 | 3 | 0 | 95.0 | 81.0 ± 1.0 |" in lr_table
-    assert "| sst2 | lora (0.24%) | 3e-3 | 3 | 1 | 70.0 |" in lr_table and lr_table.count("| ✓ |") == 1
+    assert "| sst2 | lora (0.24%) | 3e-3 | 3 | 1 | 70.0 |" in lr_table
+    assert lr_table.split("\n\n")[1].count("✓") == 1  # the rows, not the caption
+    assert "| ✓ (lowest) |" in lr_table  # 1e-4 is the grid's lowest lr: a better one may lie below it
     assert "adapter" not in lr_table  # a single lr: nothing to choose
     # The per-lr view renders one row per lr in Table 2 form too.
     assert "| lora (0.24%) | 89.0 ± 1.0 (lr 1e-3) |" in markdown_table(per_lr)
@@ -391,6 +394,25 @@ def test_lr_ties_fewer_failures_then_smaller_lr_and_all_failed_lr_never_chosen(t
     summary = summarize(load_records([tmp_path])[0])
     assert summary["lr"].item() == 3e-4 and summary["n_failed_grid"].item() == 3  # tie: 1e-4 has a failure
     assert summary["lr_grid"].item() == [1e-4, 3e-4, 1e-3, 1e-2]
+
+
+@pytest.mark.parametrize(
+    ("lr", "grid", "edge"),
+    [(1e-4, [1e-4, 1e-3, 1e-2], "lowest"), (1e-2, [1e-4, 1e-3, 1e-2], "highest"), (1e-3, [1e-4, 1e-3, 1e-2], ""),
+     (1e-4, [1e-4, 1e-3], ""), (1e-4, [1e-4], ""), (math.nan, [1e-4, 1e-3, 1e-2], "")],
+)
+def test_grid_edge_flags_a_choice_at_the_end_of_three_or_more_lrs(lr: float, grid: list[float], edge: str) -> None:
+    assert grid_edge(pd.Series({"lr": lr, "lr_grid": grid})) == edge
+
+
+def test_an_extended_grid_moves_the_edge_mark(tmp_path: Path) -> None:
+    """The best held-out lr at the top of ×{1,2,4} is flagged; once ×8 runs and scores lower, ×4 is interior."""
+    for lr, select in ((1e-4, 0.80), (2e-4, 0.85), (4e-4, 0.90)):
+        write(tmp_path / f"{lr:g}", make_record("lora", 0, 0.8, lr=lr, select=select))
+    assert "| ✓ (highest) |" in markdown_lr_table(summarize(load_records([tmp_path])[0], choose_lr=False))
+    write(tmp_path / "8e-4", make_record("lora", 0, 0.8, lr=8e-4, select=0.70))
+    table = markdown_lr_table(summarize(load_records([tmp_path])[0], choose_lr=False))
+    assert "| 4e-4 | 1 | 0 | 90.0 |" in table and "| ✓ |" in table and "(highest)" not in table.split("\n\n")[1]
 
 
 def test_cell_without_held_out_scores_is_not_chosen(tmp_path: Path) -> None:
