@@ -39,7 +39,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from peftbench import stats
-from peftbench.record import NOT_IN_KEY, VERBALIZER_KEYS
+from peftbench.record import ADDED_KEYS, NOT_IN_KEY, VERBALIZER_KEYS
 
 RECORD_NAME = "result.json"
 REQUIRED_KEYS = ("status", "method", "task", "model", "seed", "run_key")
@@ -179,7 +179,9 @@ def _flatten(record: dict, path: Path) -> dict:
 
 def setting_items(record: dict) -> dict[str, str]:
     """The record's training setting: every ``data.*``, ``train.*`` and ``task.*`` key of its resolved config
-    (JSON-encoded values) except those of `NOT_SETTING`; empty without a config."""
+    (JSON-encoded values) except those of `NOT_SETTING`, and a key added after records existed
+    (`record.ADDED_KEYS`) when it holds its default: a record written before the key equals one at its default, as
+    in the run key. Empty without a config."""
     config = record.get("config")
     items: dict[str, str] = {}
     method = config.get("method") if isinstance(config, dict) else None
@@ -189,7 +191,7 @@ def setting_items(record: dict) -> dict[str, str]:
         node = config.get(section) if isinstance(config, dict) else None
         for key, value in (node or {}).items() if isinstance(node, dict) else ():
             dotted = f"{section}.{key}"
-            if dotted not in skip:
+            if dotted not in skip and not (dotted in ADDED_KEYS and value == ADDED_KEYS[dotted]):
                 items[dotted] = json.dumps(value, sort_keys=True, default=str)
     return items
 

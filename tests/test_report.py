@@ -319,6 +319,22 @@ def test_data_sizes_and_epochs_are_separate_cells_and_paths_are_not(tmp_path: Pa
     assert set(only["setting"]) == {""} and list(summarize(only)["label"]) == ["lora (0.24%)"]
 
 
+def test_a_key_added_later_at_its_default_joins_the_records_written_before_it(tmp_path: Path) -> None:
+    """task.head_bias joined the config after the SST-2 records were written: a new SST-2 run at its default
+    ("zero") is the same cell (one lr grid) as the old ones; a run at another value is a cell of its own."""
+    for i, (lr, bias) in enumerate(((1e-4, None), (1e-3, None), (1e-2, "zero"), (1e-2, "label_mean"))):
+        record = make_record("lora", 0, 0.8, run_key=f"r{i}", lr=lr, select=0.8 + lr)
+        record["config"]["task"] = {"name": "sst2", "max_length": 64} | ({"head_bias": bias} if bias else {})
+        write(tmp_path / f"r{i}", record)
+    df = load_records([tmp_path])[0]
+    assert list(df.sort_values("run_key")["setting"]) == ["head_bias=unset"] * 3 + ['head_bias="label_mean"']
+    summary = summarize(df).set_index("setting")
+    assert summary.loc["head_bias=unset", "lr_grid"] == [1e-4, 1e-3, 1e-2]
+    assert summary.loc["head_bias=unset", "lr"] == 1e-2 and summary.loc['head_bias="label_mean"', "n"] == 1
+    # without the other value, nothing varies: one cell, no setting in its label
+    assert set(load_records([tmp_path / f"r{i}" for i in range(3)])[0]["setting"]) == {""}
+
+
 def test_setting_labels_name_only_the_keys_that_differ() -> None:
     rows = [
         {"data.max_train_samples": "1000", "train.epochs": "2", "data.held_out": "0.1"},
