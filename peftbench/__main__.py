@@ -252,6 +252,9 @@ def _job(cfg: DictConfig) -> dict:
     config = as_plain(cfg)
     specs = to_specs(cfg)
     record = base_record(config, specs.method.coordinates())
+    # the job's own overrides (command line and the experiment's sweep), so that a report can print the command
+    # that extends this run's cell (`python -m peftbench.report --next-lrs`); not in the run key
+    record["overrides"] = list(HydraConfig.get().overrides.task)
     what = f"{record['method']}/{record['task']}/seed {record['seed']}"
     claim = None
     if cfg.resume:

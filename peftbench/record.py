@@ -33,6 +33,12 @@ VERBALIZER_KEYS = ("template", "label_words")
 PACKAGES = ("peftbench", "torch", "transformers", "datasets", "evaluate", "accelerate", "hydra-core", "numpy")
 
 
+def at_added_default(dotted: str, value: Any) -> bool:
+    """Whether `value` of the config key `dotted` is an added key's default (`ADDED_KEYS`): the same run as a record
+    written before the key existed, so it is left out of the run key and of the report's setting."""
+    return dotted in ADDED_KEYS and value == ADDED_KEYS[dotted]
+
+
 def run_key(config: dict[str, Any]) -> str:
     plain = json.loads(json.dumps(config, default=str))
     for dotted in (*NOT_IN_KEY, *ADDED_KEYS):
@@ -40,7 +46,7 @@ def run_key(config: dict[str, Any]) -> str:
         node = plain
         for part in parents:
             node = node.get(part, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict) and (dotted not in ADDED_KEYS or node.get(last) == ADDED_KEYS[dotted]):
+        if isinstance(node, dict) and (dotted in NOT_IN_KEY or at_added_default(dotted, node.get(last))):
             node.pop(last, None)
     method, task = plain.get("method") or {}, plain.get("task") or {}
     for module in (method.get("modules") or {}).values():

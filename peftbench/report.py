@@ -19,7 +19,9 @@ Every training run writes one self-describing record; this module is the only re
 CLI: ``python -m peftbench.report DIR [DIR ...] [--out OUTDIR] [--task T] [--compare A:B ...]`` writes into
 OUTDIR (default: the first DIR): summary.csv (one row per run, failed ones included), cells.csv (one row per
 cell at its chosen lr), cells_by_lr.csv (one row per cell × lr), comparisons.csv, summary.md,
-budget_vs_score.png and, where runs timed their inference, pareto.png.
+budget_vs_score.png and, where runs timed their inference, pareto.png. ``--next-lrs`` writes nothing and prints,
+for each cell whose chosen lr is an edge of its grid, the command that extends the grid past it
+(`next_lr_commands`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import argparse
 import hashlib
 import json
 import math
+import shlex
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -39,7 +42,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from peftbench import stats
-from peftbench.record import ADDED_KEYS, NOT_IN_KEY, VERBALIZER_KEYS
+from peftbench.record import NOT_IN_KEY, VERBALIZER_KEYS, at_added_default
 
 RECORD_NAME = "result.json"
 REQUIRED_KEYS = ("status", "method", "task", "model", "seed", "run_key")
@@ -49,7 +52,7 @@ RUN_COLUMNS = [
     "status", "error", "method", "task", "model", "seed", "run_key", "sweep", "design_key", "metric", "score",
     "setting", "lr", "select_score", "best_epoch", *(f"params.{k}" for k in PARAM_KEYS),
     "time_s", "peak_mem_mb", "train_examples_per_s", "train_time_s", "artefact_bytes", "inference_ratio",
-    "inference_ratio_merged", "finished_at", "n_dropped", "path",
+    "inference_ratio_merged", "lr_scale", "overrides", "finished_at", "n_dropped", "path",
 ]  # fmt: skip
 CELL = ["task", "method", "model", "design_key", "setting"]
 #: config sections whose keys can make runs of one design differ (data size, epochs, batch size, ...)
@@ -148,6 +151,13 @@ def selection_score(record: dict) -> float | None:
     return max(scores) if scores else None
 
 
+def _lr_scale(record: dict) -> float:
+    """The record's ``train.lr_scale`` (1 in a record written before the key existed)."""
+    train = (record.get("config") or {}).get("train")
+    scale = _number(train.get("lr_scale")) if isinstance(train, dict) else None
+    return scale if scale is not None else 1.0
+
+
 def _flatten(record: dict, path: Path) -> dict:
     params = record.get("params") or {}
     throughput = record.get("throughput") or {}
@@ -169,6 +179,9 @@ def _flatten(record: dict, path: Path) -> dict:
         "artefact_bytes": (record.get("artefact") or {}).get("bytes"),
         "inference_ratio": (record.get("inference") or {}).get("ratio"),
         "inference_ratio_merged": (record.get("inference") or {}).get("ratio_merged"),
+        "lr_scale": _lr_scale(record),
+        "overrides": " ".join(map(shlex.quote, record["overrides"])) if isinstance(record.get("overrides"), list)
+        else None,
         "finished_at": record.get("finished_at"),
         "path": str(path),
     }
@@ -191,7 +204,7 @@ def setting_items(record: dict) -> dict[str, str]:
         node = config.get(section) if isinstance(config, dict) else None
         for key, value in (node or {}).items() if isinstance(node, dict) else ():
             dotted = f"{section}.{key}"
-            if dotted not in skip and not (dotted in ADDED_KEYS and value == ADDED_KEYS[dotted]):
+            if dotted not in skip and not at_added_default(dotted, value):
                 items[dotted] = json.dumps(value, sort_keys=True, default=str)
     return items
 
@@ -486,10 +499,55 @@ def grid_edge(cell: pd.Series) -> str:
 
     A grid of two is a coarse check (either choice is an edge); from three, an edge choice says the grid may not
     bracket the best lr."""
-    grid = [lr for lr in cell["lr_grid"] if math.isfinite(lr) and lr >= 0]
+    grid = [lr for lr in cell["lr_grid"] if math.isfinite(lr)]  # an unknown lr is NaN (`_cell_row`)
     if len(grid) < 3 or not math.isfinite(cell["lr"]):
         return ""
     return "lowest" if cell["lr"] == min(grid) else "highest" if cell["lr"] == max(grid) else ""
+
+
+#: the overrides a next-lr command sets itself: the seeds its cell ran, the lr scale that reaches the next lr, and
+#: (when a DIR is given) where the records go
+NEXT_LR_SETS = ("seed", "train.lr_scale", "results_root")
+
+
+def next_lr_commands(df: pd.DataFrame, cells: pd.DataFrame, root: str | Path | None = None) -> list[str]:
+    """For each cell whose chosen lr is an edge of its grid (`grid_edge`): a comment naming the cell and a command
+    that runs it one ×2 step past that edge, at the seeds it ran.
+
+    The command is the recorded ``overrides`` of one of its runs with ``seed``, ``train.lr_scale`` (the lr ÷ the
+    run's lr before scaling, so that the preset's lr stays the base) and, given `root`, ``results_root`` replaced.
+    Records written before ``overrides`` was recorded give ``+experiment=<sweep> task=<task>`` and a note: what
+    selects the method must be added by hand. Empty when no choice is at an edge."""
+    if df.empty or cells.empty:
+        return []
+    runs_all = df[df["status"] == "completed"].assign(setting=df["setting"].fillna(""))
+    lines = []
+    for _, cell in cells.iterrows():
+        edge = grid_edge(cell)
+        if not edge:
+            continue
+        grid = sorted(lr for lr in cell["lr_grid"] if math.isfinite(lr))
+        target = grid[0] / 2 if edge == "lowest" else grid[-1] * 2
+        runs = runs_all[(runs_all[CELL] == cell[CELL].to_numpy()).all(axis=1)].sort_values(["seed", "path"])
+        base = (pd.to_numeric(runs["lr"]) / pd.to_numeric(runs["lr_scale"])).median()
+        sets = {
+            "seed": ",".join(str(s) for s in sorted({int(s) for s in runs["seed"]})),
+            "train.lr_scale": f"{target / base:g}",
+            **({"results_root": shlex.quote(str(root))} if root is not None else {}),
+        }
+        recorded = runs["overrides"].dropna()
+        if len(recorded):
+            kept = [o for o in shlex.split(recorded.iloc[0]) if o.split("=", 1)[0].lstrip("+~") not in sets]
+            note = ""
+        else:
+            sweep = runs["sweep"].dropna()
+            kept = [f"+experiment={sweep.iloc[0]}", f"task={cell['task']}"] if len(sweep) else [
+                f"method={cell['method']}", f"task={cell['task']}", f"model={cell['model']}"]
+            note = f"  # and the override that selects {cell['method']} (these records predate `overrides`)"
+        command = " ".join(["python -m peftbench -m", *map(shlex.quote, kept), *(f"{k}={v}" for k, v in sets.items())])
+        lines += [f"# {cell['task']} {cell['label']}: chosen lr {format_lr(cell['lr'])} is the {edge} of "
+                  f"{', '.join(format_lr(lr) for lr in grid)}; next: {format_lr(target)}", command + note]
+    return lines
 
 
 def plot_budget_vs_score(df: pd.DataFrame, path: str | Path | None, task: str | None = None) -> Figure:
@@ -589,6 +647,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="B",
         help="bootstrap resamples (default %(default)s)",
     )
+    parser.add_argument(
+        "--next-lrs", action="store_true",
+        help="print, for each cell whose chosen lr is the lowest/highest of its grid, the command that runs it one "
+        "x2 step past that edge (into the single DIR given), and write nothing",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         specs = [compare.parse_compare(text) for text in args.compare]
@@ -607,6 +670,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {problem.path}: {problem.reason}", file=sys.stderr)
         return 2
 
+    if args.next_lrs:
+        lines = next_lr_commands(df, summarize(df), args.dirs[0] if len(args.dirs) == 1 else None)
+        print("\n".join(lines) if lines else "no cell's chosen lr is an edge of its grid of three or more lrs")
+        return 0
     out = args.out or args.dirs[0]
     out.mkdir(parents=True, exist_ok=True)
     cells, per_lr = summarize(df), summarize(df, choose_lr=False)

@@ -236,10 +236,7 @@ def fp32_regression_head(model: torch.nn.Module, task: str) -> bool:
     autocast: an argmax is changed by bf16 rounding only at near-ties. Returns whether a head was changed."""
     if not get_task(task).is_regression:
         return False
-    try:
-        heads = head_modules(model, arch_for(model))
-    except ValueError:  # an architecture without a map has no head to find (inject refuses it anyway)
-        return False
+    heads = head_modules(model, arch_for(model))  # an unmapped architecture was refused before training
     for head in heads:
         forward = head.forward
 

@@ -431,6 +431,47 @@ def test_an_extended_grid_moves_the_edge_mark(tmp_path: Path) -> None:
     assert "| 4e-4 | 1 | 0 | 90.0 |" in table and "| ✓ |" in table and "(highest)" not in table.split("\n\n")[1]
 
 
+def scaled_record(method: str, seed: int, scale: float, select: float, overrides: bool = True) -> dict:
+    """A run of a ×{scale} lr grid around the preset's 5e-4, with the overrides its sweep job had."""
+    record = make_record(method, seed, 0.8, lr=5e-4 * scale, select=select, sweep="table2_cpu")
+    record["config"]["train"].update(lr=None, lr_scale=scale)
+    if overrides:
+        record["overrides"] = ["+experiment=table2_cpu", "task=sst2", f"experiment/arm/table2={method}",
+                               f"seed={seed}", f"train.lr_scale={scale:g}", "results_root=/elsewhere/table2_cpu"]
+    return record
+
+
+def test_next_lrs_prints_the_command_that_extends_an_edge_choice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """lora chose the top of ×{0.5,1,2} → the next step is ×4 (lr 2e-3), at the seeds it ran, with its recorded
+    overrides; adapter chose the bottom, and its records predate `overrides`: the command says what to add."""
+    from peftbench.__main__ import planned_jobs
+
+    for scale, select in ((0.5, 0.80), (1.0, 0.85), (2.0, 0.90)):
+        for seed in (0, 1):
+            write(tmp_path / f"lora-{scale}-{seed}", scaled_record("lora", seed, scale, select))
+            write(tmp_path / f"adapter-{scale}-{seed}", scaled_record("adapter", seed, scale, 1 - select, False))
+    assert main([str(tmp_path), "--next-lrs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "# sst2 lora (0.24%): chosen lr 1e-3 is the highest of 2.5e-4, 5e-4, 1e-3; next: 2e-3"
+    command = (f"python -m peftbench -m +experiment=table2_cpu task=sst2 experiment/arm/table2=lora seed=0,1 "
+               f"train.lr_scale=4 results_root={tmp_path}")
+    assert command in lines and not list(tmp_path.glob("summary*"))  # nothing written
+    assert "# sst2 adapter (0.47%): chosen lr 2.5e-4 is the lowest of 2.5e-4, 5e-4, 1e-3; next: 1.25e-4" in lines
+    assert (f"python -m peftbench -m +experiment=table2_cpu task=sst2 seed=0,1 train.lr_scale=0.25 "
+            f"results_root={tmp_path}  # and the override that selects adapter (these records predate "
+            "`overrides`)") in lines
+    jobs = planned_jobs(command.split()[3:])  # the command is one Hydra accepts: the cell's two seeds at ×4
+    assert sorted(j for job in jobs for j in job if j.startswith("seed=")) == ["seed=0", "seed=1"]
+    assert all("train.lr_scale=4" in job and "experiment/arm/table2=lora" in job for job in jobs)
+    # once ×4 ran and scored lower on held-out, no edge is left for lora
+    for seed in (0, 1):
+        write(tmp_path / f"lora-4-{seed}", scaled_record("lora", seed, 4.0, 0.70))
+    assert main([str(tmp_path), "--next-lrs"]) == 0
+    assert "lora" not in capsys.readouterr().out
+
+
 def test_cell_without_held_out_scores_is_not_chosen(tmp_path: Path) -> None:
     for lr in (1e-4, 1e-3):
         record = make_record("lora", 0, 0.8, lr=lr)

@@ -75,6 +75,9 @@ def test_sweep_and_resume(tmp_path, glue_dir, cache_dir):
     assert out.returncode == 0, out.stderr[-2000:]
     done = records(tmp_path / "multirun")
     assert sorted(r["method"] for r in done) == ["lora", "mam"] and all(r["status"] == "completed" for r in done)
+    for r in done:  # each record keeps its own job's overrides (what `report --next-lrs` rebuilds a command from)
+        assert f"method={r['method']}" in r["overrides"] and "task=sst2" in r["overrides"]
+        assert "method=lora,mam" not in r["overrides"] and "data.max_train_samples=96" in r["overrides"]
     again = run_cli(tmp_path, glue_dir, cache_dir, "-m", "method=lora,mam", "task=sst2", *SMALL)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("skipping") == 2
