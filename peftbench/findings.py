@@ -16,7 +16,8 @@ worse only when every available test has p < 0.05 with the same sign) gives each
 is significant, or for 0: a significant difference) or *inconclusive* (no significant difference where one was
 expected). A claim **agrees** when none of its comparisons disagrees and at least half agree, **disagrees** when
 none agrees and at least half disagree, and is **inconclusive** otherwise (mixed outcomes or too few
-significant ones); **not run** when no comparison has completed runs on both sides.
+significant ones); **not run** when no comparison has completed runs on both sides. A verdict of an experiment
+that has completed fewer runs than its grid plans is marked *provisional* (a cell may lack seeds or lrs yet).
 """
 
 from __future__ import annotations
@@ -248,12 +249,20 @@ def markdown_table2_vs_paper(cells: pd.DataFrame, df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def completion(experiment: str, variant: str, df: pd.DataFrame) -> str:
-    """``N of M planned runs completed (K failed)``, M from the experiment's grid (`planned_jobs`)."""
+def planned_runs(experiment: str, variant: str) -> int:
+    """How many runs the experiment's grid plans (`planned_jobs`)."""
     from peftbench.__main__ import planned_jobs
 
-    planned = len(planned_jobs(["-m", f"+experiment={experiment}_{variant}"]))
-    done = int((df["status"] == "completed").sum()) if len(df) else 0
+    return len(planned_jobs(["-m", f"+experiment={experiment}_{variant}"]))
+
+
+def completed_runs(df: pd.DataFrame) -> int:
+    return int((df["status"] == "completed").sum()) if len(df) else 0
+
+
+def completion(experiment: str, variant: str, df: pd.DataFrame) -> str:
+    """``N of M planned runs completed (K failed)``, M from the experiment's grid (`planned_jobs`)."""
+    planned, done = planned_runs(experiment, variant), completed_runs(df)
     failed = int((df["status"] == "failed").sum()) if len(df) else 0
     hours = df.loc[df["status"] == "completed", "time_s"].sum() / 3600 if len(df) else 0.0
     return (f"{done} of {planned} planned runs completed, {failed} failed; {hours:.1f} h of CPU time in the "
@@ -285,6 +294,12 @@ def build(
     """FINDINGS.md's generated part and the table of claim verdicts (one row per claim: statement, experiment,
     source, verdict, and how many of its comparisons agree / disagree / are inconclusive)."""
     frames = {experiment: _experiment_records(results, experiment, variant) for experiment in EXPERIMENTS}
+    # an experiment whose grid has not completed gives provisional verdicts: a cell may lack seeds or lrs
+    unfinished = {
+        experiment: (done, planned)
+        for experiment, df in frames.items()
+        if 0 < (done := completed_runs(df)) < (planned := planned_runs(experiment, variant))
+    }
     tested: dict[str, tuple[pd.DataFrame, list[str]]] = {}
     verdicts = []
     for claim in CLAIMS:
@@ -292,17 +307,24 @@ def build(
         rows, notes = check_claim(claim, df, n_resamples) if len(df) else (pd.DataFrame(), [])
         tested[claim.key] = rows, notes
         outcomes = list(rows["outcome"]) if len(rows) else []
+        verdict = claim_verdict(outcomes)
         verdicts.append({
-            "claim": claim.statement, "experiment": claim.experiment, "source": claim.source,
-            "verdict": claim_verdict(outcomes), **{o: outcomes.count(o) for o in (AGREES, DISAGREES, INCONCLUSIVE)},
+            "claim": claim.statement, "experiment": claim.experiment, "source": claim.source, "verdict": verdict,
+            "provisional": verdict != NOT_RUN and claim.experiment in unfinished,
+            **{o: outcomes.count(o) for o in (AGREES, DISAGREES, INCONCLUSIVE)},
         })  # fmt: skip
     table = pd.DataFrame(verdicts)
+
+    def shown(v: pd.Series) -> str:
+        done, planned = unfinished.get(v["experiment"], (0, 0))
+        return f"**{v['verdict']}**" + (f" (provisional: {done} of {planned} planned runs)" if v["provisional"]
+                                        else "")
 
     lines = ["| claim | paper | experiment | verdict | comparisons: agree / disagree / inconclusive |",
              "|:---|:---|:---|:---|:---|"]  # fmt: skip
     for _, v in table.iterrows():
         lines.append(f"| {v['claim']} | {v['source']} | [{v['experiment']}](#{v['experiment']}) | "
-                     f"**{v['verdict']}** | {v[AGREES]} / {v[DISAGREES]} / {v[INCONCLUSIVE]} |")  # fmt: skip
+                     f"{shown(v)} | {v[AGREES]} / {v[DISAGREES]} / {v[INCONCLUSIVE]} |")  # fmt: skip
     sections = [HEADER.format(results=results.name, variant=variant), "## Verdicts\n\n" + "\n".join(lines)]
 
     for experiment in EXPERIMENTS:
@@ -321,8 +343,8 @@ def build(
         parts += ["### Cells", "", report.markdown_table(cells)]
         for claim in (c for c in CLAIMS if c.experiment == experiment):
             rows, notes = tested[claim.key]
-            verdict = table.loc[table["claim"] == claim.statement, "verdict"].iloc[0]
-            parts += ["", f"### Claim: {claim.statement} ({claim.source}): **{verdict}**", ""]
+            verdict = shown(table.loc[table["claim"] == claim.statement].iloc[0])
+            parts += ["", f"### Claim: {claim.statement} ({claim.source}): {verdict}", ""]
             if len(rows):
                 parts.append(markdown_claim_table(rows))
             if notes:

@@ -101,6 +101,11 @@ def test_claims_split_by_budget_tier_and_compare_with_the_paper(results: Path) -
     assert "85.5 ± 0.5" in text  # adapter's measured median ± std ×100 (0.85, 0.855, 0.86)
     assert "Constant predictor on the dev set (majority class; 0 for correlations): sst2 50.0" in text
     assert "6 of 144 planned runs completed, 0 failed" in text
+    # neither grid is complete: their verdicts are provisional, in the table and in each claim's heading; a claim
+    # not run is not
+    assert by_key["table2"]["provisional"] and by_key["attention_small"]["provisional"]
+    assert not by_key["parallel"]["provisional"] and "**not run** (provisional" not in text
+    assert text.count("**disagrees** (provisional: 6 of 144 planned runs)") == 2
     assert "No records under `results/insertion_cpu/` yet" in text
 
 
