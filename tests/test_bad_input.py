@@ -296,7 +296,8 @@ def stub_runs(monkeypatch, tmp_path):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(peftbench.record, "write_record", full)
-    run_dir = SimpleNamespace(runtime=SimpleNamespace(output_dir=str(tmp_path / "run")))
+    run_dir = SimpleNamespace(runtime=SimpleNamespace(output_dir=str(tmp_path / "run")),
+                              overrides=SimpleNamespace(task=["seed=0"]))
     monkeypatch.setattr(cli, "HydraConfig", SimpleNamespace(get=lambda: run_dir))
     monkeypatch.setattr(cli, "FAILED", [])
 

@@ -124,7 +124,8 @@ def stub_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
         report=report, model=torch.nn.Linear(1, 1)))  # fmt: skip
     monkeypatch.setattr(peftbench.train, "train_and_evaluate", train)
     hydra_cfg = SimpleNamespace(mode="RunMode.MULTIRUN", sweep=SimpleNamespace(dir=str(tmp_path / "sweep")),
-                                runtime=SimpleNamespace(output_dir=str(tmp_path / "sweep" / "0")))  # fmt: skip
+                                runtime=SimpleNamespace(output_dir=str(tmp_path / "sweep" / "0")),
+                                overrides=SimpleNamespace(task=["method=lora", "seed=0"]))  # fmt: skip
     monkeypatch.setattr(cli, "HydraConfig", SimpleNamespace(get=lambda: hydra_cfg))
     monkeypatch.setattr(cli, "FAILED", [])
     return trained
@@ -137,6 +138,7 @@ def test_run_job_skips_live_claims_and_records_in_the_sweep_folder(stub_runs: li
     assert claims.list_claims([tmp_path / "root"]) == []  # a finished run leaves no claim
     # its record is in the sweep folder, outside results_root: a rerun still finds it
     assert (tmp_path / "sweep" / "0" / "result.json").exists() and not list((tmp_path / "root").rglob("result.json"))
+    assert first["overrides"] == ["method=lora", "seed=0"]  # the job's own overrides, as Hydra gives them
     assert cli.run_job(cfg)["status"] == "skipped" and stub_runs == ["lora"]
     # another configuration whose claim a live worker holds is skipped, and nothing is written for it
     other = compose([*TINY, "seed=1", f"results_root={tmp_path / 'root'}"])
