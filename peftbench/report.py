@@ -59,6 +59,8 @@ CELL = ["task", "method", "model", "design_key", "setting"]
 SETTING_SECTIONS = ("data", "train", "task")
 #: keys that never define a setting: the lr (chosen per cell), the task's name, what does not change the result
 NOT_SETTING = frozenset({*NOT_IN_KEY, "train.lr", "train.lr_scale", "task.name"})
+#: The verbalizer's task keys: part of a verbalizer run's design (`record_design`), never of the setting.
+VERBALIZER_SETTING = frozenset(f"task.{k}" for k in VERBALIZER_KEYS)
 SUMMARY_COLUMNS = [
     "task", "method", "model", "design_key", "setting", "label", "metric", "lr", "lr_grid", "lr_choice", "chosen",
     "select_score", "n", "n_failed", "n_failed_grid", "median", "std", "mean", "ci_low", "ci_high",
@@ -158,13 +160,26 @@ def _lr_scale(record: dict) -> float:
     return scale if scale is not None else 1.0
 
 
+def record_design(record: dict) -> object:
+    """The record's `design`, with the template and label words of a verbalizer head added (`VERBALIZER_KEYS`,
+    task keys that only the verbalizer reads): two templates are two designs, and a verbalizer run and a linear-head
+    run of one task share the setting, so that they are compared."""
+    design = record.get("design")
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    method, task = config.get("method"), config.get("task")
+    if not (isinstance(design, dict) and isinstance(method, dict) and method.get("head") == "verbalizer"):
+        return design
+    task = task if isinstance(task, dict) else {}
+    return {**design, "verbalizer": {k: task.get(k) for k in VERBALIZER_KEYS}}
+
+
 def _flatten(record: dict, path: Path) -> dict:
     params = record.get("params") or {}
     throughput = record.get("throughput") or {}
     row = {
         **{k: record.get(k) for k in ("status", "error", "method", "task", "model", "seed", "run_key")},
         "sweep": record.get("sweep"),
-        "design_key": design_key(record.get("design")),
+        "design_key": design_key(record_design(record)),
         "_setting": setting_items(record),
         "metric": record.get("metric"),
         "score": record.get("score") if record["status"] == "completed" else None,
@@ -197,9 +212,7 @@ def setting_items(record: dict) -> dict[str, str]:
     in the run key. Empty without a config."""
     config = record.get("config")
     items: dict[str, str] = {}
-    method = config.get("method") if isinstance(config, dict) else None
-    linear = not isinstance(method, dict) or method.get("head", "linear") == "linear"
-    skip = NOT_SETTING | ({f"task.{k}" for k in VERBALIZER_KEYS} if linear else set())  # read by verbalizers only
+    skip = NOT_SETTING | VERBALIZER_SETTING  # the head's, not the setting's: in the design key (`record_design`)
     for section in SETTING_SECTIONS:
         node = config.get(section) if isinstance(config, dict) else None
         for key, value in (node or {}).items() if isinstance(node, dict) else ():

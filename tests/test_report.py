@@ -13,14 +13,17 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from peftbench.compare import compare
 from peftbench.report import (
     Problem,
+    design_key,
     grid_edge,
     load_records,
     main,
     markdown_lr_table,
     markdown_table,
     plot_budget_vs_score,
+    record_design,
     record_lr,
     selection_score,
     setting_labels,
@@ -333,6 +336,45 @@ def test_a_key_added_later_at_its_default_joins_the_records_written_before_it(tm
     assert summary.loc["head_bias=unset", "lr"] == 1e-2 and summary.loc['head_bias="label_mean"', "n"] == 1
     # without the other value, nothing varies: one cell, no setting in its label
     assert set(load_records([tmp_path / f"r{i}" for i in range(3)])[0]["setting"]) == {""}
+
+
+def head_record(head: str, seed: int, score: float, template: str = "{sentence} It was {mask}.") -> dict:
+    """A SmolLM2 record with a linear or verbalizer head: the verbalizer's template and label words are in the
+    task config of both (the task config carries them whatever the head)."""
+    record = make_record("lora", seed, score, run_key=f"{head}-{template}-{seed}", lr=5e-3, select=score)
+    record["method"], record["model"] = f"smollm2_{head}", "smollm2"
+    record["design"] = {**DESIGNS["lora"], "head": head}
+    record["config"]["method"] = {"lr": None, "head": head}
+    task = {"name": "sst2", "max_length": 128, "head_bias": "zero"}
+    record["config"]["task"] = task | {"template": template, "label_words": ["terrible", "great"]}
+    return record
+
+
+def test_a_verbalizer_and_a_linear_head_share_the_setting_and_two_templates_are_two_cells(tmp_path: Path) -> None:
+    """The template and label words define a verbalizer run's design, not the setting: the two heads of one task
+    are compared (they were "not compared" while the verbalizer keys counted as a setting)."""
+    for seed in range(3):
+        write(tmp_path / f"lin-{seed}", head_record("linear", seed, 0.66 + 0.01 * seed))
+        write(tmp_path / f"verb-{seed}", head_record("verbalizer", seed, 0.70 + 0.02 * seed))
+    df = load_records([tmp_path])[0]
+    assert set(df["setting"]) == {""}
+    one = head_record("verbalizer", 0, 0.7)
+    assert record_design(one)["verbalizer"] == {"template": "{sentence} It was {mask}.", "label_words": ["terrible", "great"]}
+    assert set(df[df["method"] == "smollm2_verbalizer"]["design_key"]) == {design_key(record_design(one))}
+    linear = head_record("linear", 0, 0.7)
+    assert record_design(linear) == linear["design"]  # the linear head reads no template: its design as recorded
+    table, notes = compare(df, ["smollm2_verbalizer:smollm2_linear"], experiments=False, n_resamples=200)
+    assert notes == [] and len(table) == 1
+    row = table.iloc[0]
+    assert row["n_pairs"] == 3 and row["mean_diff"] == pytest.approx(100 * (0.04 + 0.01))  # mean of 4, 5, 6
+    # a second template is a second verbalizer cell of the same setting, labelled by its design
+    for seed in range(3):
+        write(tmp_path / f"verb2-{seed}", head_record("verbalizer", seed, 0.60, template="{sentence} So: {mask}"))
+    summary = summarize(load_records([tmp_path])[0])
+    assert set(summary["setting"]) == {""} and len(summary) == 3
+    verbalizers = summary[summary["method"] == "smollm2_verbalizer"]
+    assert verbalizers["design_key"].nunique() == 2 and verbalizers["label"].nunique() == 2
+    assert sorted(verbalizers["median"]) == pytest.approx([60.0, 72.0])
 
 
 def test_setting_labels_name_only_the_keys_that_differ() -> None:
