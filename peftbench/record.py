@@ -30,6 +30,11 @@ NOT_IN_KEY = ("logger", "results_root", "resume", "sweep", "data.glue_dir", "dat
 ADDED_KEYS = {"train.lr_scale": 1.0, "method.head": "linear", "model.gguf_file": None, "task.head_bias": "zero"}
 #: Keys read only by the verbalizer head: out of the key of a run with the linear head.
 VERBALIZER_KEYS = ("template", "label_words")
+
+
+def reads_verbalizer_keys(method: object) -> bool:
+    """Whether a run of this method config reads `VERBALIZER_KEYS` (its head is the verbalizer; default linear)."""
+    return isinstance(method, dict) and method.get("head", "linear") == "verbalizer"
 PACKAGES = ("peftbench", "torch", "transformers", "datasets", "evaluate", "accelerate", "hydra-core", "numpy")
 
 
@@ -52,7 +57,7 @@ def run_key(config: dict[str, Any]) -> str:
     for module in (method.get("modules") or {}).values():
         if isinstance(module, dict) and module.get("init_words") == []:  # added with init=words
             module.pop("init_words")
-    if method.get("head", "linear") == "linear" and isinstance(task, dict):
+    if not reads_verbalizer_keys(method) and isinstance(task, dict):
         for key in VERBALIZER_KEYS:
             task.pop(key, None)
     return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()

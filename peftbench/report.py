@@ -42,7 +42,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from peftbench import stats
-from peftbench.record import NOT_IN_KEY, VERBALIZER_KEYS, at_added_default
+from peftbench.record import NOT_IN_KEY, VERBALIZER_KEYS, at_added_default, reads_verbalizer_keys
 
 RECORD_NAME = "result.json"
 REQUIRED_KEYS = ("status", "method", "task", "model", "seed", "run_key")
@@ -166,10 +166,9 @@ def record_design(record: dict) -> object:
     run of one task share the setting, so that they are compared."""
     design = record.get("design")
     config = record.get("config") if isinstance(record.get("config"), dict) else {}
-    method, task = config.get("method"), config.get("task")
-    if not (isinstance(design, dict) and isinstance(method, dict) and method.get("head") == "verbalizer"):
+    if not (isinstance(design, dict) and reads_verbalizer_keys(config.get("method"))):
         return design
-    task = task if isinstance(task, dict) else {}
+    task = config.get("task") if isinstance(config.get("task"), dict) else {}
     return {**design, "verbalizer": {k: task.get(k) for k in VERBALIZER_KEYS}}
 
 
