@@ -3,6 +3,12 @@
 Records are the truth the report, the notebooks and W&B read from. A run that fails writes a record with
 ``status: failed`` and the error, never one that looks finished. ``run_key`` hashes the resolved config without
 the keys that do not change the result (paths, logging, resume), so a rerun of a sweep can skip what is done.
+
+The precision a run computes in is part of its key, as *resolved* (``train.mixed_precision: auto`` becomes ``bf16``
+on a CPU or GPU that computes bf16 natively and ``no`` (fp32) elsewhere): the same command gives different numbers
+on the two kinds of CPU of this project, so a bf16 record never counts as done for an fp32 request, nor the other
+way. `record_key` recomputes the key of a record from its config and its resolved ``mixed_precision``, so records
+written before the precision entered the key are read the same way.
 """
 
 from __future__ import annotations
@@ -44,8 +50,13 @@ def at_added_default(dotted: str, value: Any) -> bool:
     return dotted in ADDED_KEYS and value == ADDED_KEYS[dotted]
 
 
-def run_key(config: dict[str, Any]) -> str:
+def run_key(config: dict[str, Any], precision: str | None = None) -> str:
+    """The hash of what a run computes: the resolved `config` without `NOT_IN_KEY` (and `ADDED_KEYS` at their
+    defaults), with ``train.mixed_precision`` replaced by the resolved `precision` (``no`` / ``bf16`` / ``fp16``)
+    when given, so that ``auto`` resolved to fp32 and an explicit ``no`` are one run."""
     plain = json.loads(json.dumps(config, default=str))
+    if precision is not None and isinstance(plain.get("train"), dict):
+        plain["train"]["mixed_precision"] = precision
     for dotted in (*NOT_IN_KEY, *ADDED_KEYS):
         *parents, last = dotted.split(".")
         node = plain
@@ -61,6 +72,29 @@ def run_key(config: dict[str, Any]) -> str:
         for key in VERBALIZER_KEYS:
             task.pop(key, None)
     return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()
+
+
+def record_precision(record: dict[str, Any]) -> str | None:
+    """The precision a record's run computed in, as resolved (``no`` = fp32, ``bf16``, ``fp16``): the record's
+    ``mixed_precision``; for a run that failed before it resolved one, the requested ``train.mixed_precision``
+    unless that is ``auto`` (None: unknown)."""
+    resolved = record.get("mixed_precision")
+    if isinstance(resolved, str):
+        return resolved
+    train = (record.get("config") or {}).get("train") if isinstance(record.get("config"), dict) else None
+    requested = train.get("mixed_precision") if isinstance(train, dict) else None
+    return requested if isinstance(requested, str) and requested != "auto" else None
+
+
+def record_key(record: dict[str, Any]) -> str | None:
+    """The precision-aware run key of a record (`run_key` of its config at `record_precision`), recomputed so that
+    records written before the precision entered the key compare like new ones; the stored ``run_key`` where the
+    record has no config or no known precision."""
+    config, precision = record.get("config"), record_precision(record)
+    if isinstance(config, dict) and precision is not None:
+        return run_key(config, precision)
+    stored = record.get("run_key")
+    return stored if isinstance(stored, str) else None
 
 
 def versions() -> dict[str, str | None]:
@@ -84,8 +118,9 @@ def git_commit() -> str | None:
         return None
 
 
-def base_record(config: dict[str, Any], design: dict[str, Any] | None) -> dict[str, Any]:
-    """The fields every record has, whatever happens to the run."""
+def base_record(config: dict[str, Any], design: dict[str, Any] | None, precision: str | None = None) -> dict[str, Any]:
+    """The fields every record has, whatever happens to the run; `precision` is the resolved
+    ``train.mixed_precision`` (it enters the run key)."""
     return {
         "status": "running",
         "error": None,
@@ -93,7 +128,8 @@ def base_record(config: dict[str, Any], design: dict[str, Any] | None) -> dict[s
         "task": config["task"]["name"],
         "model": config["model"]["name"],
         "seed": config["seed"],
-        "run_key": run_key(config),
+        "run_key": run_key(config, precision),
+        "mixed_precision": precision,
         "sweep": config.get("sweep"),
         "design": design,
         "params": None,
@@ -141,8 +177,9 @@ def _warn_unreadable(path: Path, err: Exception) -> None:
 
 
 def find_completed(roots: str | Path | list[str | Path], key: str) -> Path | None:
-    """A completed record with this run key under any of `roots` (``results_root``, and the sweep folder where a
-    sweep wrote elsewhere): resume skips its run. Unreadable records are passed over."""
+    """A completed record with this run key (`record_key`: the precision it ran at included) under any of `roots`
+    (``results_root``, and the sweep folder where a sweep wrote elsewhere): resume skips its run. Unreadable
+    records are passed over."""
     roots = [roots] if isinstance(roots, (str, Path)) else roots
     searched: list[Path] = []
     for root in (absolute_path(r) for r in roots):
@@ -155,6 +192,6 @@ def find_completed(roots: str | Path | list[str | Path], key: str) -> Path | Non
             except (OSError, ValueError) as err:
                 _warn_unreadable(path, err)
                 continue
-            if isinstance(record, dict) and record.get("run_key") == key and record.get("status") == "completed":
+            if isinstance(record, dict) and record.get("status") == "completed" and record_key(record) == key:
                 return path
     return None

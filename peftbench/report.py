@@ -42,7 +42,14 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from peftbench import stats
-from peftbench.record import NOT_IN_KEY, VERBALIZER_KEYS, at_added_default, reads_verbalizer_keys
+from peftbench.record import (
+    NOT_IN_KEY,
+    VERBALIZER_KEYS,
+    at_added_default,
+    reads_verbalizer_keys,
+    record_key,
+    record_precision,
+)
 
 RECORD_NAME = "result.json"
 REQUIRED_KEYS = ("status", "method", "task", "model", "seed", "run_key")
@@ -50,7 +57,7 @@ STATUSES = ("completed", "failed", "interrupted")  # interrupted: stopped by SIG
 PARAM_KEYS = ("trainable", "stored", "paper", "base", "paper_share")
 RUN_COLUMNS = [
     "status", "error", "method", "task", "model", "seed", "run_key", "sweep", "design_key", "metric", "score",
-    "setting", "lr", "select_score", "best_epoch", *(f"params.{k}" for k in PARAM_KEYS),
+    "setting", "precision", "lr", "select_score", "best_epoch", *(f"params.{k}" for k in PARAM_KEYS),
     "time_s", "peak_mem_mb", "train_examples_per_s", "train_time_s", "artefact_bytes", "inference_ratio",
     "inference_ratio_merged", "lr_scale", "overrides", "finished_at", "n_dropped", "path",
 ]  # fmt: skip
@@ -67,6 +74,9 @@ SUMMARY_COLUMNS = [
     "share_pct", "params_trainable", "params_stored", "params_paper", "seeds",
 ]  # fmt: skip
 MISSING = "—"
+PRECISION_KEY = "train.mixed_precision"
+#: a resolved ``mixed_precision`` as the report names it
+PRECISION_NAMES = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}
 NO_LR = -1.0  # the grouping key of runs whose learning rate is unknown
 
 
@@ -176,7 +186,9 @@ def _flatten(record: dict, path: Path) -> dict:
     params = record.get("params") or {}
     throughput = record.get("throughput") or {}
     row = {
-        **{k: record.get(k) for k in ("status", "error", "method", "task", "model", "seed", "run_key")},
+        **{k: record.get(k) for k in ("status", "error", "method", "task", "model", "seed")},
+        "run_key": record_key(record),  # precision-aware: a bf16 and an fp32 run of one config are two runs
+        "precision": PRECISION_NAMES.get(record_precision(record) or "", record_precision(record)),
         "sweep": record.get("sweep"),
         "design_key": design_key(record_design(record)),
         "_setting": setting_items(record),
@@ -206,7 +218,8 @@ def _flatten(record: dict, path: Path) -> dict:
 
 def setting_items(record: dict) -> dict[str, str]:
     """The record's training setting: every ``data.*``, ``train.*`` and ``task.*`` key of its resolved config
-    (JSON-encoded values) except those of `NOT_SETTING`, and a key added after records existed
+    (JSON-encoded values) except those of `NOT_SETTING`, ``train.mixed_precision`` as the run resolved it (fp32 /
+    bf16 / fp16: runs of two precisions are two settings, never pooled or compared), and a key added after records existed
     (`record.ADDED_KEYS`) when it holds its default: a record written before the key equals one at its default, as
     in the run key. Empty without a config."""
     config = record.get("config")
@@ -216,6 +229,8 @@ def setting_items(record: dict) -> dict[str, str]:
         node = config.get(section) if isinstance(config, dict) else None
         for key, value in (node or {}).items() if isinstance(node, dict) else ():
             dotted = f"{section}.{key}"
+            if dotted == PRECISION_KEY:  # the precision the run computed in, not the one asked for (`auto`)
+                value = PRECISION_NAMES.get(record_precision(record) or "", value)
             if dotted not in skip and not at_added_default(dotted, value):
                 items[dotted] = json.dumps(value, sort_keys=True, default=str)
     return items
@@ -638,6 +653,23 @@ def counts_line(df: pd.DataFrame, problems: list[Problem]) -> str:
     return f"{completed} completed, {failed} failed, {dropped} duplicates dropped, {len(problems)} problems"
 
 
+def precision_line(df: pd.DataFrame) -> str:
+    """Which precision the runs computed in: ``Precision: every run fp32.``, or the count of each and the rule that
+    runs of different precision are never pooled or compared (each precision is its own setting)."""
+    known = df["precision"].dropna() if "precision" in df else pd.Series(dtype=object)
+    counts = known.value_counts().sort_index()
+    unknown = len(df) - len(known)
+    tail = f" ({unknown} run(s) of unknown precision)" if unknown else ""
+    if len(counts) == 1:
+        return f"Precision: every run of known precision {counts.index[0]}{tail}." if unknown else \
+            f"Precision: every run {counts.index[0]}."
+    if len(counts) == 0:
+        return "Precision: unknown for every run."
+    shown = ", ".join(f"{name} {n}" for name, n in counts.items())
+    return (f"Precision: runs of several precisions ({shown}){tail}; each precision is its own setting (its cells "
+            "carry mixed_precision=...), and runs of different precision are never pooled or compared.")
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code (2 when no usable record was found or an argument is wrong)."""
     # compare and costs build on summarize, so they are imported here rather than at the top (a cycle otherwise)
@@ -709,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     # summary.md holds what the records say, so a fresh clone regenerates it byte for byte; runs in flight are
     # this machine's state (pids, local paths) and are printed only
     (out / "summary.md").write_text(
-        "\n".join([body, "", counts_line(df, problems), "", *problem_lines]).rstrip() + "\n"
+        "\n".join([body, "", counts_line(df, problems), "", precision_line(df), "", *problem_lines]).rstrip() + "\n"
     )
     plot_budget_vs_score(df, out / "budget_vs_score.png")
     if costs.plot_pareto(cost, out / "pareto.png") is not None:
@@ -721,6 +753,7 @@ def main(argv: list[str] | None = None) -> int:
         print(compare.markdown_comparisons(comparisons, notes))
     print()
     print(counts_line(df, problems))
+    print(precision_line(df))
     claimed = claims_lines(args.dirs)
     if claimed:
         print("runs without a record yet:")

@@ -582,3 +582,37 @@ def test_cli_lists_each_problem_when_no_record_is_usable(
         err[1].strip().startswith(str(tmp_path / "runs" / "0" / "result.json")) and "invalid JSON" in err[1]
     )
     assert "1/result.json: missing required keys: task, model, seed, run_key" in err[2]
+
+
+def precision_record(seed: int, score: float, resolved: str, requested: str = "auto") -> dict:
+    """A LoRA record of one configuration, computed at the `resolved` precision (`auto` follows the CPU)."""
+    record = make_record("lora", seed, score, lr=1e-3, select=score, run_key=f"stored-{seed}")
+    record["config"]["train"] = {"lr": 1e-3, "mixed_precision": requested}
+    record["config"]["task"] = {"name": "sst2", "max_length": 64}
+    record["mixed_precision"] = resolved
+    return record
+
+
+def test_a_bf16_and_an_fp32_run_of_one_configuration_are_two_cells_never_compared(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`auto` resolved to bf16 on one CPU kind and to fp32 on the other: the same stored run key (written before
+    the precision entered it), but two runs, two settings, and no comparison pairs them; an explicit fp32 request
+    and `auto` resolved to fp32 are one setting."""
+    for seed in range(3):
+        write(tmp_path / f"bf16-{seed}", precision_record(seed, 0.80 + 0.01 * seed, "bf16"))
+        write(tmp_path / f"fp32-{seed}", precision_record(seed, 0.70 + 0.01 * seed, "no"))
+        write(tmp_path / f"pinned-{seed}", precision_record(seed, 0.70 + 0.01 * seed, "no", requested="no"))
+    df, problems = load_records([tmp_path])
+    assert problems == [] and len(df) == 6  # fp32 under auto and pinned fp32: one run key per seed
+    assert df.attrs["duplicates_dropped"] == 3
+    assert sorted(df["precision"]) == ["bf16"] * 3 + ["fp32"] * 3
+    assert sorted(set(df["setting"])) == ['mixed_precision="bf16"', 'mixed_precision="fp32"']
+    summary = summarize(df).set_index("setting")
+    assert summary.loc['mixed_precision="bf16"', "median"] == pytest.approx(81.0)
+    assert summary.loc['mixed_precision="fp32"', "median"] == pytest.approx(71.0)
+    table, _ = compare(df, ["lora:lora"], experiments=False, n_resamples=50)
+    assert set(zip(table["a"], table["b"], strict=True)) <= {(a, a) for a in table["a"]}  # never bf16 vs fp32
+    assert main([str(tmp_path), "--bootstrap", "50"]) == 0
+    assert "runs of several precisions (bf16 3, fp32 3)" in capsys.readouterr().out
+    assert "never pooled or compared" in (tmp_path / "summary.md").read_text()
