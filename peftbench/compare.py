@@ -322,8 +322,11 @@ def markdown_comparisons(table: pd.DataFrame, notes: list[str] | None = None) ->
 
 
 def cell_runs(df: pd.DataFrame, cell: pd.Series) -> pd.DataFrame:
-    """The completed runs of a `summarize` cell at its lr (runs of unknown lr where the cell's lr is unknown)."""
+    """The completed runs of a `summarize` cell at its lr (runs of unknown lr where the cell's lr is unknown) whose
+    dev scores the cell reports: its evaluation seeds' runs when it has any (``dev_on``), else its tuning seeds'."""
     done = df[df["status"] == "completed"]
+    if "role" in done and isinstance(cell.get("dev_on"), str):
+        done = done[done["role"].fillna("tuning") == cell["dev_on"]]
     mask = np.logical_and.reduce([(done[k] == cell[k]).to_numpy() for k in CELL])
     lr = pd.to_numeric(done["lr"], errors="coerce").to_numpy(dtype=float)
     mask &= np.isnan(lr) if not math.isfinite(cell["lr"]) else np.isclose(lr, cell["lr"], rtol=1e-9, atol=0)

@@ -30,7 +30,7 @@ from peftbench.data import absolute_path
 #: Keys that do not change what a run computes (and so are not part of its key).
 NOT_IN_KEY = ("logger", "results_root", "resume", "sweep", "data.glue_dir", "data.cache_dir", "train.progress",
               "train.log_every", "train.threads", "train.checkpoint", "train.keep_checkpoint", "save",
-              "train.inference_batches")
+              "train.inference_batches", "evaluation_seeds_from")
 #: Keys added to the config after records were written, with their default: left out of the key at that default,
 #: so that a record written before the key existed still matches the run it was (resume does not redo it).
 ADDED_KEYS = {"train.lr_scale": 1.0, "method.head": "linear", "model.gguf_file": None, "task.head_bias": "zero"}
@@ -72,6 +72,22 @@ def run_key(config: dict[str, Any], precision: str | None = None) -> str:
         for key in VERBALIZER_KEYS:
             task.pop(key, None)
     return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()
+
+
+#: the first evaluation seed of a record written before the protocol was recorded (`RunConfig.evaluation_seeds_from`)
+EVALUATION_SEEDS_FROM = 100
+TUNING, EVALUATION = "tuning", "evaluation"
+
+
+def seed_role(record: dict[str, Any]) -> str:
+    """Whether a run's seed is a *tuning* seed (its held-out score may choose the lr) or an *evaluation* seed
+    (its dev score is reported and it never enters a choice): evaluation from the config's
+    ``evaluation_seeds_from`` on (`EVALUATION_SEEDS_FROM` where the record has none)."""
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    start = config.get("evaluation_seeds_from", EVALUATION_SEEDS_FROM)
+    start = start if isinstance(start, int) and not isinstance(start, bool) else EVALUATION_SEEDS_FROM
+    seed = record.get("seed")
+    return EVALUATION if isinstance(seed, int) and not isinstance(seed, bool) and seed >= start else TUNING
 
 
 def record_precision(record: dict[str, Any]) -> str | None:

@@ -47,8 +47,11 @@ from peftbench.record import (
     VERBALIZER_KEYS,
     at_added_default,
     reads_verbalizer_keys,
+    EVALUATION,
+    TUNING,
     record_key,
     record_precision,
+    seed_role,
 )
 
 RECORD_NAME = "result.json"
@@ -56,7 +59,7 @@ REQUIRED_KEYS = ("status", "method", "task", "model", "seed", "run_key")
 STATUSES = ("completed", "failed", "interrupted")  # interrupted: stopped by SIGTERM, resumable from a checkpoint
 PARAM_KEYS = ("trainable", "stored", "paper", "base", "paper_share")
 RUN_COLUMNS = [
-    "status", "error", "method", "task", "model", "seed", "run_key", "sweep", "design_key", "metric", "score",
+    "status", "error", "method", "task", "model", "seed", "role", "run_key", "sweep", "design_key", "metric", "score",
     "setting", "precision", "lr", "select_score", "best_epoch", *(f"params.{k}" for k in PARAM_KEYS),
     "time_s", "peak_mem_mb", "train_examples_per_s", "train_time_s", "artefact_bytes", "inference_ratio",
     "inference_ratio_merged", "lr_scale", "overrides", "finished_at", "n_dropped", "path",
@@ -70,7 +73,7 @@ NOT_SETTING = frozenset({*NOT_IN_KEY, "train.lr", "train.lr_scale", "task.name"}
 VERBALIZER_SETTING = frozenset(f"task.{k}" for k in VERBALIZER_KEYS)
 SUMMARY_COLUMNS = [
     "task", "method", "model", "design_key", "setting", "label", "metric", "lr", "lr_grid", "lr_choice", "chosen",
-    "select_score", "n", "n_failed", "n_failed_grid", "median", "std", "mean", "ci_low", "ci_high",
+    "select_score", "n", "dev_on", "n_tuning", "n_evaluation", "n_failed", "n_failed_grid", "median", "std", "mean", "ci_low", "ci_high",
     "share_pct", "params_trainable", "params_stored", "params_paper", "seeds",
 ]  # fmt: skip
 MISSING = "—"
@@ -187,6 +190,7 @@ def _flatten(record: dict, path: Path) -> dict:
     throughput = record.get("throughput") or {}
     row = {
         **{k: record.get(k) for k in ("status", "error", "method", "task", "model", "seed")},
+        "role": seed_role(record),  # tuning seed (chooses the lr) or evaluation seed (reports dev)
         "run_key": record_key(record),  # precision-aware: a bf16 and an fp32 run of one config are two runs
         "precision": PRECISION_NAMES.get(record_precision(record) or "", record_precision(record)),
         "sweep": record.get("sweep"),
@@ -306,9 +310,16 @@ def format_lr(lr: float | None) -> str:
 
 
 def _cell_row(key: tuple, done: pd.DataFrame, n_failed: int, fallback: pd.DataFrame) -> dict:
-    """The statistics of the completed runs `done` of one cell at one lr (key = cell + lr)."""
-    scores = stats.describe(done["score"].astype(float).to_numpy() * 100)
-    select = pd.to_numeric(done["select_score"], errors="coerce")
+    """The statistics of the completed runs `done` of one cell at one lr (key = cell + lr).
+
+    The held-out `select_score` (what chooses the lr) is the mean over the *tuning* seeds' runs only; the dev
+    statistics are those of the *evaluation* seeds' runs when the lr has any (`dev_on` = "evaluation"), else of the
+    tuning seeds' (`dev_on` = "tuning": chosen and reported on the same runs, biased upward by the choice)."""
+    roles = done["role"] if "role" in done else pd.Series(TUNING, index=done.index, dtype=object)
+    tuning, evaluation = done[roles != EVALUATION], done[roles == EVALUATION]
+    dev = evaluation if len(evaluation) else tuning
+    scores = stats.describe(dev["score"].astype(float).to_numpy() * 100)
+    select = pd.to_numeric(tuning["select_score"], errors="coerce")
     source = done if len(done) else fallback
     share = pd.to_numeric(source["params.paper_share"], errors="coerce").median() * 100
     return {
@@ -316,7 +327,10 @@ def _cell_row(key: tuple, done: pd.DataFrame, n_failed: int, fallback: pd.DataFr
         "metric": source["metric"].dropna().iloc[0] if source["metric"].notna().any() else None,
         "lr": key[len(CELL)] if key[len(CELL)] != NO_LR else math.nan,
         "select_score": select.mean() * 100 if select.notna().any() else math.nan,
-        "n": len(done),
+        "n": len(dev),
+        "dev_on": EVALUATION if len(evaluation) else TUNING,
+        "n_tuning": len(tuning),
+        "n_evaluation": len(evaluation),
         "n_failed": n_failed,
         "median": scores.median, "std": scores.std, "mean": scores.mean,
         "ci_low": scores.ci_low, "ci_high": scores.ci_high,
@@ -325,7 +339,7 @@ def _cell_row(key: tuple, done: pd.DataFrame, n_failed: int, fallback: pd.DataFr
             f"params_{k}": pd.to_numeric(source[f"params.{k}"], errors="coerce").median()
             for k in ("trainable", "stored", "paper")
         },
-        "seeds": sorted(int(s) for s in done["seed"]),
+        "seeds": sorted(int(s) for s in dev["seed"]),
     }  # fmt: skip
 
 
@@ -405,7 +419,8 @@ def summarize(df: pd.DataFrame, choose_lr: bool = True) -> pd.DataFrame:
             blank = dict.fromkeys(
                 ("lr", "select_score", "median", "std", "mean", "ci_low", "ci_high"), math.nan
             )
-            out.append({**grid.iloc[0].to_dict(), **blank, **extra, "n": 0, "seeds": [], "chosen": False,
+            out.append({**grid.iloc[0].to_dict(), **blank, **extra, "n": 0, "n_tuning": 0, "n_evaluation": 0,
+                        "seeds": [], "chosen": False,
                         "n_failed": extra["n_failed_grid"]})  # fmt: skip
     summary = pd.DataFrame(out, columns=SUMMARY_COLUMNS)
     summary["label"] = [
@@ -420,11 +435,27 @@ def summarize(df: pd.DataFrame, choose_lr: bool = True) -> pd.DataFrame:
     )
 
 
+def seeds_caption(cells: pd.DataFrame) -> str:
+    """Which seeds the dev columns of `cells` are on: the evaluation seeds (which took no part in any choice), or
+    the tuning seeds (no evaluation seeds yet: chosen and reported on the same runs, so biased upward); a table that
+    has both marks the tuning-seed cells with †."""
+    on = cells["dev_on"].fillna(TUNING) if "dev_on" in cells else pd.Series(TUNING, index=cells.index)
+    if (on == EVALUATION).all():
+        return ("dev on evaluation seeds only: seeds that took no part in the lr choice (made on the tuning seeds' "
+                "held-out split)")
+    if (on == TUNING).all():
+        return ("dev on the tuning seeds: no evaluation seeds yet, so each cell is chosen and reported on the same "
+                "runs (the maximum of noisy means is biased upward)")
+    return ("dev on evaluation seeds (which took no part in the lr choice), except the cells marked † (no evaluation "
+            "seeds yet: dev of the tuning seeds that chose the lr, biased upward)")
+
+
 def _format_cell(cell: pd.Series | None) -> str:
-    """``median ± std (lr 5e-4)``; the median alone for one seed; ``—`` for no completed run."""
+    """``median ± std (lr 5e-4)``; the median alone for one seed; ``—`` for no completed run; † when the dev score is
+    of the tuning seeds although other cells have evaluation seeds (set by `markdown_table`)."""
     if cell is None or cell["n"] == 0:
         return MISSING
-    text = f"{cell['median']:.1f}"
+    text = f"{cell['median']:.1f}" + ("†" if cell.get("_dagger", False) else "")
     if cell["n"] > 1 and math.isfinite(cell["std"]):
         text += f" ± {cell['std']:.1f}"
     return text + (f" (lr {format_lr(cell['lr'])})" if math.isfinite(cell.get("lr", math.nan)) else "")
@@ -467,6 +498,9 @@ def markdown_table(summary: pd.DataFrame) -> str:
         for t in tasks
     )  # fmt: skip
     models = sorted(summary["model"].unique())
+    on = summary["dev_on"].fillna(TUNING) if "dev_on" in summary else pd.Series(TUNING, index=summary.index)
+    mixed = (on[summary["n"] > 0] == EVALUATION).any() and (on[summary["n"] > 0] == TUNING).any()
+    summary = summary.assign(_dagger=mixed & (on == TUNING))
     parts = []
     for model in models:
         sub = summary[summary["model"] == model]
@@ -483,6 +517,7 @@ def markdown_table(summary: pd.DataFrame) -> str:
         )
         if sub["lr"].notna().any():
             caption += "; (lr …) = the cell's learning rate, chosen on the held-out split of train when it ran several"
+        caption += "; " + seeds_caption(sub[sub["n"] > 0])
         ci_caption = (
             "Mean ×100 [95% confidence interval of the mean: Student's t with n − 1 df] over the same runs; "
             "one seed: the mean alone."

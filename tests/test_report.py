@@ -616,3 +616,33 @@ def test_a_bf16_and_an_fp32_run_of_one_configuration_are_two_cells_never_compare
     assert main([str(tmp_path), "--bootstrap", "50"]) == 0
     assert "runs of several precisions (bf16 3, fp32 3)" in capsys.readouterr().out
     assert "never pooled or compared" in (tmp_path / "summary.md").read_text()
+
+
+def test_the_lr_is_chosen_on_tuning_seeds_and_dev_reported_on_evaluation_seeds_only(tmp_path: Path) -> None:
+    """Seeds 0-2 tune (their held-out mean picks 1e-3 over 1e-4); an evaluation seed's held-out score never votes
+    (seed 100 at 1e-4 holds out 0.99, which would flip the choice); the cell's dev statistics and its comparison
+    use the evaluation seeds at the chosen lr only, and the caption says so."""
+    for seed in range(3):
+        for lr, select, score in ((1e-4, 0.80, 0.70), (1e-3, 0.85, 0.90)):
+            write(tmp_path / f"t{seed}-{lr}", make_record("lora", seed, score, lr=lr, select=select,
+                                                          run_key=f"lora-{seed}-{lr}"))
+            write(tmp_path / f"a{seed}-{lr}", make_record("adapter", seed, score - 0.01, lr=lr, select=select,
+                                                          run_key=f"adapter-{seed}-{lr}"))
+    write(tmp_path / "e100-lo", make_record("lora", 100, 0.5, lr=1e-4, select=0.99, run_key="lora-100-lo"))
+    for seed, score in ((100, 0.80), (101, 0.82), (102, 0.84)):
+        write(tmp_path / f"e{seed}", make_record("lora", seed, score, lr=1e-3, select=0.5, run_key=f"lora-{seed}"))
+        write(tmp_path / f"ea{seed}", make_record("adapter", seed, score - 0.03, lr=1e-3, select=0.5,
+                                                  run_key=f"adapter-{seed}"))
+    df = load_records([tmp_path])[0]
+    assert sorted(set(df.loc[df["seed"] >= 100, "role"])) == ["evaluation"]
+    lora = summarize(df).set_index("method").loc["lora"]
+    assert lora["lr"] == 1e-3 and lora["select_score"] == pytest.approx(85.0)  # tuning seeds only
+    assert lora["dev_on"] == "evaluation" and lora["seeds"] == [100, 101, 102]
+    assert lora["n_tuning"] == 3 and lora["n_evaluation"] == 3 and lora["median"] == pytest.approx(82.0)
+    table, _ = compare(df, ["lora:adapter"], experiments=False, n_resamples=50)
+    assert table.iloc[0]["seeds"] == [100, 101, 102] and table.iloc[0]["mean_diff"] == pytest.approx(3.0)
+    assert "dev on evaluation seeds only" in markdown_table(summarize(df))
+    # without evaluation seeds the dev score is the tuning seeds', and the caption says it is biased
+    tuning_only = summarize(df[df["seed"] < 100])
+    assert set(tuning_only["dev_on"]) == {"tuning"}
+    assert "biased upward" in markdown_table(tuning_only)
