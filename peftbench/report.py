@@ -43,12 +43,12 @@ from matplotlib.ticker import NullFormatter
 
 from peftbench import stats
 from peftbench.record import (
+    EVALUATION,
     NOT_IN_KEY,
+    TUNING,
     VERBALIZER_KEYS,
     at_added_default,
     reads_verbalizer_keys,
-    EVALUATION,
-    TUNING,
     record_key,
     record_precision,
     seed_role,
