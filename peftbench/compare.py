@@ -303,7 +303,8 @@ RULE = (
     f"seed pairs (needs ≥ {stats.MIN_PAIRS_T} pairs; the 95% CI, t with n−1 df, needs 2). MDD: the smallest true "
     f"difference the paired t-test detects with 80% power at this n, from the observed sd of the paired "
     f"differences (`statsmodels` TTestPower). Two-level bootstrap: seed pairs resampled, then dev examples within "
-    f"each (95% percentile CI; it includes seed variance). Dev-example bootstrap: the examples alone, the trained "
+    f"each (95% percentile CI; it includes seed variance). ASO ε_min: almost stochastic order of A's scores over B's "
+    f"across seeds (`deepsig.aso`; < 0.2: A dominates; ≥ 0.5: it does not). Dev-example bootstrap: the examples alone, the trained "
     f"models fixed, so it measures dev-set sampling noise, not the method; shown for reference, it never votes. "
     f"Verdict at α = {stats.ALPHA}: better/worse when the seed-paired t-test has p < α, else no significant "
     f"difference, which is not evidence of equality."
@@ -334,6 +335,10 @@ def two_level_interval(r: pd.Series) -> str:
     return f"— ({r['bootstrap_note']})" if r.get("bootstrap_note") else "—"
 
 
+def _f2(x: float) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{x:.2f}"
+
+
 def format_mdd(x: float) -> str:
     return "—" if x is None or not math.isfinite(x) else f"{x:.1f}"
 
@@ -351,8 +356,8 @@ def markdown_comparisons(table: pd.DataFrame, notes: list[str] | None = None) ->
         lines = [
             title, "",
             "| A vs B | n pairs | mean diff ×100 [95% CI] | paired t p | MDD (80% power) | two-level bootstrap 95% CI "
-            "| dev-example bootstrap [95% CI] (dev-set noise only) | verdict |",
-            "|:---|---:|---:|---:|---:|---:|---:|:---|",
+            "| dev-example bootstrap [95% CI] (dev-set noise only) | ASO ε_min | verdict |",
+            "|:---|---:|---:|---:|---:|---:|---:|---:|:---|",
         ]  # fmt: skip
         for _, r in sub.iterrows():
             pairs = f"{r['n_pairs']}" + (f" (+{r['n_unpaired']} unpaired)" if r["n_unpaired"] else "")
@@ -361,7 +366,8 @@ def markdown_comparisons(table: pd.DataFrame, notes: list[str] | None = None) ->
                 boot = f"— ({r['bootstrap_note']})"
             lines.append(
                 f"| {r['a']} vs {r['b']} | {pairs} | {_interval(r['mean_diff'], r['diff_ci_low'], r['diff_ci_high'])}"
-                f" | {format_p(r['p_t'])} | {format_mdd(r['mdd'])} | {two_level_interval(r)} | {boot} | {r['verdict']} |"
+                f" | {format_p(r['p_t'])} | {format_mdd(r['mdd'])} | {two_level_interval(r)} | {boot}"
+                f" | {_f2(r.get('aso_eps', math.nan))} | {r['verdict']} |"
             )
         parts.append("\n".join(lines))
     parts.append(RULE)
