@@ -79,13 +79,18 @@ EVALUATION_SEEDS_FROM = 100
 TUNING, EVALUATION = "tuning", "evaluation"
 
 
-def seed_role(record: dict[str, Any]) -> str:
-    """Whether a run's seed is a *tuning* seed (its held-out score may choose the lr) or an *evaluation* seed
-    (its dev score is reported and it never enters a choice): evaluation from the config's
-    ``evaluation_seeds_from`` on (`EVALUATION_SEEDS_FROM` where the record has none)."""
+def evaluation_seeds_from(record: dict[str, Any]) -> int:
+    """The first evaluation seed of a record's protocol: its config's ``evaluation_seeds_from``
+    (`EVALUATION_SEEDS_FROM` where the record has none)."""
     config = record.get("config") if isinstance(record.get("config"), dict) else {}
     start = config.get("evaluation_seeds_from", EVALUATION_SEEDS_FROM)
-    start = start if isinstance(start, int) and not isinstance(start, bool) else EVALUATION_SEEDS_FROM
+    return start if isinstance(start, int) and not isinstance(start, bool) else EVALUATION_SEEDS_FROM
+
+
+def seed_role(record: dict[str, Any]) -> str:
+    """Whether a run's seed is a *tuning* seed (its held-out score may choose the lr) or an *evaluation* seed
+    (its dev score is reported and it never enters a choice): evaluation from `evaluation_seeds_from` on."""
+    start = evaluation_seeds_from(record)
     seed = record.get("seed")
     return EVALUATION if isinstance(seed, int) and not isinstance(seed, bool) and seed >= start else TUNING
 

@@ -48,6 +48,7 @@ from peftbench.record import (
     TUNING,
     VERBALIZER_KEYS,
     at_added_default,
+    evaluation_seeds_from,
     reads_verbalizer_keys,
     record_key,
     record_precision,
@@ -59,7 +60,7 @@ REQUIRED_KEYS = ("status", "method", "task", "model", "seed", "run_key")
 STATUSES = ("completed", "failed", "interrupted")  # interrupted: stopped by SIGTERM, resumable from a checkpoint
 PARAM_KEYS = ("trainable", "stored", "paper", "base", "paper_share")
 RUN_COLUMNS = [
-    "status", "error", "method", "task", "model", "seed", "role", "run_key", "sweep", "design_key", "metric", "score",
+    "status", "error", "method", "task", "model", "seed", "role", "evaluation_seeds_from", "run_key", "sweep", "design_key", "metric", "score",
     "setting", "precision", "lr", "select_score", "best_epoch", *(f"params.{k}" for k in PARAM_KEYS),
     "time_s", "peak_mem_mb", "train_examples_per_s", "train_time_s", "artefact_bytes", "inference_ratio",
     "inference_ratio_merged", "lr_scale", "overrides", "finished_at", "n_dropped", "path",
@@ -191,6 +192,7 @@ def _flatten(record: dict, path: Path) -> dict:
     row = {
         **{k: record.get(k) for k in ("status", "error", "method", "task", "model", "seed")},
         "role": seed_role(record),  # tuning seed (chooses the lr) or evaluation seed (reports dev)
+        "evaluation_seeds_from": evaluation_seeds_from(record),
         "run_key": record_key(record),  # precision-aware: a bf16 and an fp32 run of one config are two runs
         "precision": PRECISION_NAMES.get(record_precision(record) or "", record_precision(record)),
         "sweep": record.get("sweep"),
@@ -572,6 +574,32 @@ def grid_edge(cell: pd.Series) -> str:
 NEXT_LR_SETS = ("seed", "train.lr_scale", "results_root")
 
 
+def _cell_command(
+    runs_all: pd.DataFrame, cell: pd.Series, target_lr: float, seeds: list[int], root: str | Path | None
+) -> tuple[str, str]:
+    """The command that runs `cell` at `target_lr` for `seeds` (its recorded overrides with ``seed``,
+    ``train.lr_scale`` and, given `root`, ``results_root`` replaced), and a note where the records predate
+    ``overrides``."""
+    runs = runs_all[(runs_all[CELL] == cell[CELL].to_numpy()).all(axis=1)].sort_values(["seed", "path"])
+    base = (pd.to_numeric(runs["lr"]) / pd.to_numeric(runs["lr_scale"])).median()
+    sets = {
+        "seed": ",".join(str(s) for s in seeds),
+        "train.lr_scale": f"{target_lr / base:g}",
+        **({"results_root": shlex.quote(str(root))} if root is not None else {}),
+    }
+    recorded = runs["overrides"].dropna()
+    if len(recorded):
+        kept = [o for o in shlex.split(recorded.iloc[0]) if o.split("=", 1)[0].lstrip("+~") not in sets]
+        note = ""
+    else:
+        sweep = runs["sweep"].dropna()
+        kept = [f"+experiment={sweep.iloc[0]}", f"task={cell['task']}"] if len(sweep) else [
+            f"method={cell['method']}", f"task={cell['task']}", f"model={cell['model']}"]
+        note = f"  # and the override that selects {cell['method']} (these records predate `overrides`)"
+    command = " ".join(["python -m peftbench -m", *map(shlex.quote, kept), *(f"{k}={v}" for k, v in sets.items())])
+    return command, note
+
+
 def next_lr_commands(df: pd.DataFrame, cells: pd.DataFrame, root: str | Path | None = None) -> list[str]:
     """For each cell whose chosen lr is an edge of its grid (`grid_edge`): a comment naming the cell and a command
     that runs it one ×2 step past that edge, at the seeds it ran.
@@ -590,25 +618,41 @@ def next_lr_commands(df: pd.DataFrame, cells: pd.DataFrame, root: str | Path | N
             continue
         grid = sorted(lr for lr in cell["lr_grid"] if math.isfinite(lr))
         target = grid[0] / 2 if edge == "lowest" else grid[-1] * 2
-        runs = runs_all[(runs_all[CELL] == cell[CELL].to_numpy()).all(axis=1)].sort_values(["seed", "path"])
-        base = (pd.to_numeric(runs["lr"]) / pd.to_numeric(runs["lr_scale"])).median()
-        sets = {
-            "seed": ",".join(str(s) for s in sorted({int(s) for s in runs["seed"]})),
-            "train.lr_scale": f"{target / base:g}",
-            **({"results_root": shlex.quote(str(root))} if root is not None else {}),
-        }
-        recorded = runs["overrides"].dropna()
-        if len(recorded):
-            kept = [o for o in shlex.split(recorded.iloc[0]) if o.split("=", 1)[0].lstrip("+~") not in sets]
-            note = ""
-        else:
-            sweep = runs["sweep"].dropna()
-            kept = [f"+experiment={sweep.iloc[0]}", f"task={cell['task']}"] if len(sweep) else [
-                f"method={cell['method']}", f"task={cell['task']}", f"model={cell['model']}"]
-            note = f"  # and the override that selects {cell['method']} (these records predate `overrides`)"
-        command = " ".join(["python -m peftbench -m", *map(shlex.quote, kept), *(f"{k}={v}" for k, v in sets.items())])
+        seeds = sorted({int(x) for x in runs_all.loc[(runs_all[CELL] == cell[CELL].to_numpy()).all(axis=1)
+                                                      & (runs_all["role"] != "evaluation"), "seed"]})
+        command, note = _cell_command(runs_all, cell, target, seeds, root)
         lines += [f"# {cell['task']} {cell['label']}: chosen lr {format_lr(cell['lr'])} is the {edge} of "
                   f"{', '.join(format_lr(lr) for lr in grid)}; next: {format_lr(target)}", command + note]
+    return lines
+
+
+def next_evaluation_commands(
+    df: pd.DataFrame, cells: pd.DataFrame, n_seeds: int, root: str | Path | None = None
+) -> list[str]:
+    """For each cell with fewer than `n_seeds` evaluation seeds at its chosen lr: a comment and the command that
+    runs the missing ones (from the first evaluation seed of its records' protocol on) at that lr. A cell whose
+    choice sits at a grid edge is skipped with a note: extend its grid first (`next_lr_commands`)."""
+    if df.empty or cells.empty:
+        return []
+    runs_all = df[df["status"] == "completed"].assign(setting=df["setting"].fillna(""))
+    lines = []
+    for _, cell in cells.iterrows():
+        if not math.isfinite(cell["lr"]) or cell["n"] == 0:
+            continue
+        runs = runs_all[(runs_all[CELL] == cell[CELL].to_numpy()).all(axis=1)]
+        at_lr = runs[pd.to_numeric(runs["lr"]).sub(cell["lr"]).abs() <= 1e-9 * cell["lr"]]
+        have = sorted({int(x) for x in at_lr.loc[at_lr["role"] == "evaluation", "seed"]})
+        if len(have) >= n_seeds:
+            continue
+        if edge := grid_edge(cell):
+            lines.append(f"# {cell['task']} {cell['label']}: chosen lr {format_lr(cell['lr'])} is the {edge} of its "
+                         "grid: extend the grid first (--next-lrs)")  # fmt: skip
+            continue
+        start = int(runs["evaluation_seeds_from"].max())
+        missing = [s for s in range(start, start + n_seeds + len(have)) if s not in have][: n_seeds - len(have)]
+        command, note = _cell_command(runs_all, cell, float(cell["lr"]), missing, root)
+        lines += [f"# {cell['task']} {cell['label']}: {len(have)} of {n_seeds} evaluation seeds at its chosen lr "
+                  f"{format_lr(cell['lr'])}", command + note]  # fmt: skip
     return lines
 
 
@@ -727,6 +771,11 @@ def main(argv: list[str] | None = None) -> int:
         help="bootstrap resamples (default %(default)s)",
     )
     parser.add_argument(
+        "--next-evals", type=int, default=0, metavar="N",
+        help="print, for each cell with fewer than N evaluation seeds at its chosen lr, the command that runs the "
+        "missing ones at that lr (into the single DIR given), and write nothing",
+    )  # fmt: skip
+    parser.add_argument(
         "--next-lrs", action="store_true",
         help="print, for each cell whose chosen lr is the lowest/highest of its grid, the command that runs it one "
         "x2 step past that edge (into the single DIR given), and write nothing",
@@ -749,6 +798,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {problem.path}: {problem.reason}", file=sys.stderr)
         return 2
 
+    if args.next_evals:
+        lines = next_evaluation_commands(df, summarize(df), args.next_evals,
+                                         args.dirs[0] if len(args.dirs) == 1 else None)
+        print("\n".join(lines) if lines else f"every cell has {args.next_evals} evaluation seeds at its chosen lr")
+        return 0
     if args.next_lrs:
         lines = next_lr_commands(df, summarize(df), args.dirs[0] if len(args.dirs) == 1 else None)
         print("\n".join(lines) if lines else "no cell's chosen lr is an edge of its grid of three or more lrs")

@@ -646,3 +646,26 @@ def test_the_lr_is_chosen_on_tuning_seeds_and_dev_reported_on_evaluation_seeds_o
     tuning_only = summarize(df[df["seed"] < 100])
     assert set(tuning_only["dev_on"]) == {"tuning"}
     assert "biased upward" in markdown_table(tuning_only)
+
+
+def test_next_evals_prints_the_evaluation_seeds_a_cell_lacks_at_its_chosen_lr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """lora chose ×1 (interior) on seeds 0-1 and has evaluation seed 100 at that lr: the missing 101-104 are
+    printed at ×1, with its overrides; adapter chose an edge: extend its grid first, no evaluation command."""
+    from peftbench.__main__ import planned_jobs
+
+    for scale, select in ((0.5, 0.80), (1.0, 0.90), (2.0, 0.85)):
+        for seed in (0, 1):
+            write(tmp_path / f"lora-{scale}-{seed}", scaled_record("lora", seed, scale, select))
+            write(tmp_path / f"adapter-{scale}-{seed}", scaled_record("adapter", seed, scale, 1 - select))
+    write(tmp_path / "lora-1-100", scaled_record("lora", 100, 1.0, 0.5))
+    assert main([str(tmp_path), "--next-evals", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "# sst2 lora (0.24%): 1 of 5 evaluation seeds at its chosen lr 5e-4" in lines
+    command = (f"python -m peftbench -m +experiment=table2_cpu task=sst2 experiment/arm/table2=lora "
+               f"seed=101,102,103,104 train.lr_scale=1 results_root={tmp_path}")
+    assert command in lines
+    assert any(line.startswith("# sst2 adapter (0.47%): chosen lr 2.5e-4 is the lowest") for line in lines)
+    jobs = planned_jobs(command.split()[3:])
+    assert sorted(j for job in jobs for j in job if j.startswith("seed=")) == [f"seed={s}" for s in (101, 102, 103, 104)]
