@@ -1,5 +1,5 @@
 """``python -m peftbench.verify DIR [--sample N] [--seed S] [--records PATH ...]``: rerun committed records and
-check that the code of today computes them again, bit for bit.
+check that the code of today computes them again, bit for bit (``--dry-run`` prints the reruns' commands).
 
     python -m peftbench.verify results/table2_cpu --sample 3            # 3 records, spread over methods
     python -m peftbench.verify --records results/table2_cpu/2026-12-02/sst2/45_mam_sst2_s1
@@ -49,6 +49,7 @@ import json
 import os
 import random
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -436,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="rerun these records (result.json files or run folders) instead of a sample")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="settings",
                         help="a key that does not change what a run computes (data.glue_dir, data.cache_dir, ...)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print each chosen record and the command that reruns it, and run nothing")
     parser.add_argument("--keep", type=Path, default=None, metavar="OUT",
                         help="keep each rerun's folder (record, log) under OUT instead of a temporary folder")
     try:
@@ -455,6 +458,11 @@ def main(argv: list[str] | None = None) -> int:
         return error(str(err))
     if passed_over:
         print(f"{PROG}: passing over {passed_over}")
+    if args.dry_run:
+        for (path, record), how in zip(chosen, plans, strict=True):
+            print(f"{path}  {record.get('method')}  seed {record.get('seed')}: python -m peftbench "
+                  + " ".join(shlex.quote(o) for o in how.overrides))
+        return 0
     identical = 0
     for i, ((path, record), how) in enumerate(zip(chosen, plans, strict=True)):
         print(f"{PROG}: rerunning {i + 1}/{len(chosen)}: {path}", file=sys.stderr, flush=True)
