@@ -25,8 +25,9 @@ machine with a GPU, and the keys of `peftbench.record.NOT_IN_KEY` that do not ch
 to a temporary folder, ``resume=false``, ``logger=none``, ``train.checkpoint=false``, ``train.inference_batches=0``,
 ``save=none``, ``train.progress=false``; ``data.glue_dir`` is ``$PEFTBENCH_GLUE_DIR`` where set, else the
 record's where it exists (``--set data.glue_dir=... data.cache_dir=...`` sets such keys, and only such keys).
-Before anything runs, the overrides are composed in-process and their run key must equal the record's
-(`peftbench.record.record_key`: its config at its resolved precision), so a rerun never tests another config.
+Before anything runs, the overrides are composed in-process: every recorded value must come back and the run key
+must equal the record's (`peftbench.record.record_key`: its config at its resolved precision), so a rerun never
+tests another config; the rerun's own record must carry that key too.
 
 **What is compared.** For every dev split, the rerun's per-example predictions against the committed
 ``predictions[split]["predictions"]``, element by element with ``==`` (class ids; regression scores as recorded,
