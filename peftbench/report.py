@@ -42,7 +42,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from peftbench import stats
-from peftbench.record import NOT_IN_KEY, VERBALIZER_KEYS, at_added_default, reads_verbalizer_keys
+from peftbench.record import (
+    NOT_IN_KEY,
+    VERBALIZER_KEYS,
+    at_added_default,
+    completed_score,
+    reads_verbalizer_keys,
+)
 
 RECORD_NAME = "result.json"
 REQUIRED_KEYS = ("status", "method", "task", "model", "seed", "run_key")
@@ -67,6 +73,12 @@ SUMMARY_COLUMNS = [
     "share_pct", "params_trainable", "params_stored", "params_paper", "seeds",
 ]  # fmt: skip
 MISSING = "—"
+#: the JSON type each field a reader relies on must have, where it is not null
+FIELD_TYPES = {
+    "method": str, "task": str, "model": str, "run_key": str, "seed": int, "params": dict, "metrics": dict,
+    "throughput": dict, "artefact": dict, "inference": dict, "config": dict, "history": list, "overrides": list,
+}  # fmt: skip
+JSON_NAMES = {str: "a string", int: "an integer", dict: "an object", list: "a list"}
 NO_LR = -1.0  # the grouping key of runs whose learning rate is unknown
 
 
@@ -112,8 +124,12 @@ def _read_record(path: Path) -> tuple[dict | None, str | None]:
         return None, f"missing required keys: {', '.join(missing)}"
     if record["status"] not in STATUSES:
         return None, f"unknown status {record['status']!r}"
-    if record["status"] == "completed" and not isinstance(record.get("score"), int | float):
-        return None, "completed record has no numeric score"
+    for key, kind in FIELD_TYPES.items():
+        value = record.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+            return None, f"{key} is {json.dumps(value)[:40]}, expected {JSON_NAMES[kind]}"
+    if record["status"] == "completed" and completed_score(record) is None:  # the rule resume follows too
+        return None, f"completed record whose score {record.get('score')!r} is not a finite number (resume reruns it)"
     return record, None
 
 
@@ -234,8 +250,9 @@ def setting_labels(items: list[dict[str, str]]) -> list[str]:
 def load_records(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, list[Problem]]:
     """One row per run found under `dirs` (searched recursively for result.json), and the unusable records.
 
-    A record that cannot be used (unreadable, invalid JSON, missing required keys, a completed run without
-    a score) and a directory that does not exist become a `Problem`, never an exception.
+    A record that cannot be used (unreadable, invalid JSON, missing required keys, a field of the wrong type, a
+    completed run without a finite score: `record.completed_score`, the rule resume follows) and a directory that
+    does not exist become a `Problem`, never an exception.
     Records sharing a `run_key` are one run: the latest completed one (by `finished_at`) is kept, else the
     latest failed one; `n_dropped` counts the others per row and `df.attrs["duplicates_dropped"]` in total.
     `setting` names the config keys (data size, epochs, ...; not the lr) in which the runs of a task differ, so
@@ -247,8 +264,11 @@ def load_records(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, list[Problem
     for path in _record_files(dirs, problems):
         record, reason = _read_record(path)
         if record is not None:
-            rows.append(_flatten(record, path))
-        elif path.resolve() not in bad_files:  # a directory given twice reports its bad files once
+            try:
+                rows.append(_flatten(record, path))
+            except Exception as err:  # a field of a shape `_read_record` does not check: this record only
+                record, reason = None, f"malformed record: {type(err).__name__}: {err}"
+        if record is None and path.resolve() not in bad_files:  # a directory given twice reports its bad files once
             bad_files.add(path.resolve())
             problems.append(Problem(str(path), reason or "unusable record"))
 
@@ -618,13 +638,17 @@ def plot_budget_vs_score(df: pd.DataFrame, path: str | Path | None, task: str | 
 
 def claims_lines(dirs: Iterable[str | Path]) -> list[str]:
     """One line per run claimed under `dirs` (`peftbench.claims`): in flight (its process holds the claim) or
-    abandoned (the process died before its record; rerunning the sweep redoes it)."""
-    from peftbench.claims import IN_FLIGHT, list_claims
+    abandoned (the process died before its record; rerunning the sweep redoes it); a claim path that cannot be read
+    (a directory) is named."""
+    from peftbench.claims import IN_FLIGHT, UNREADABLE, list_claims
 
     lines = []
     for c in sorted(list_claims(dirs), key=lambda c: (c["state"], str(c.get("claimed_at")))):
         what = f"{c.get('method')}/{c.get('task')}/seed {c.get('seed')}"
         who = f"pid {c.get('pid')} on {c.get('host')} since {c.get('claimed_at')}, {c.get('run_dir')}"
+        if c["state"] == UNREADABLE:
+            lines.append(f"- {c['state']}: `{c['path']}` ({c['error']}); not a claim file a run can hold: remove it")
+            continue
         hint = "" if c["state"] == IN_FLIGHT else "; rerun the sweep to redo it"
         lines.append(f"- {c['state']}: {what} ({who}{hint})")
     return lines
@@ -721,6 +745,8 @@ def main(argv: list[str] | None = None) -> int:
         print(compare.markdown_comparisons(comparisons, notes))
     print()
     print(counts_line(df, problems))
+    for line in problem_lines:
+        print(line)
     claimed = claims_lines(args.dirs)
     if claimed:
         print("runs without a record yet:")
