@@ -58,7 +58,7 @@ RUN_COLUMNS = [
     "status", "error", "method", "task", "model", "seed", "run_key", "sweep", "design_key", "metric", "score",
     "setting", "lr", "select_score", "best_epoch", *(f"params.{k}" for k in PARAM_KEYS),
     "time_s", "peak_mem_mb", "train_examples_per_s", "train_time_s", "artefact_bytes", "inference_ratio",
-    "inference_ratio_merged", "lr_scale", "overrides", "finished_at", "n_dropped", "path",
+    "inference_ratio_merged", "lr_scale", "eval_samples", "overrides", "finished_at", "n_dropped", "path",
 ]  # fmt: skip
 CELL = ["task", "method", "model", "design_key", "setting"]
 #: config sections whose keys can make runs of one design differ (data size, epochs, batch size, ...)
@@ -70,7 +70,7 @@ VERBALIZER_SETTING = frozenset(f"task.{k}" for k in VERBALIZER_KEYS)
 SUMMARY_COLUMNS = [
     "task", "method", "model", "design_key", "setting", "label", "metric", "lr", "lr_grid", "lr_choice", "chosen",
     "select_score", "n", "n_failed", "n_failed_grid", "median", "std", "mean", "ci_low", "ci_high",
-    "share_pct", "params_trainable", "params_stored", "params_paper", "seeds",
+    "share_pct", "params_trainable", "params_stored", "params_paper", "seeds", "eval_samples",
 ]  # fmt: skip
 MISSING = "—"
 #: the JSON type each field a reader relies on must have, where it is not null
@@ -176,6 +176,13 @@ def _lr_scale(record: dict) -> float:
     return scale if scale is not None else 1.0
 
 
+def _eval_samples(record: dict) -> int | None:
+    """The record's ``data.max_eval_samples``: the size of the dev subset its score is on; None = the full dev set."""
+    data = (record.get("config") or {}).get("data")
+    value = _number(data.get("max_eval_samples")) if isinstance(data, dict) else None
+    return int(value) if value is not None and math.isfinite(value) else None
+
+
 def record_design(record: dict) -> object:
     """The record's `design`, with the template and label words of a verbalizer head added (`VERBALIZER_KEYS`,
     task keys that only the verbalizer reads): two templates are two designs, and a verbalizer run and a linear-head
@@ -210,6 +217,7 @@ def _flatten(record: dict, path: Path) -> dict:
         "inference_ratio": (record.get("inference") or {}).get("ratio"),
         "inference_ratio_merged": (record.get("inference") or {}).get("ratio_merged"),
         "lr_scale": _lr_scale(record),
+        "eval_samples": _eval_samples(record),
         "overrides": " ".join(map(shlex.quote, record["overrides"])) if isinstance(record.get("overrides"), list)
         else None,
         "finished_at": record.get("finished_at"),
@@ -331,6 +339,8 @@ def _cell_row(key: tuple, done: pd.DataFrame, n_failed: int, fallback: pd.DataFr
             for k in ("trainable", "stored", "paper")
         },
         "seeds": sorted(int(s) for s in done["seed"]),
+        # one value per cell: runs on different dev subsets differ in their setting (data.max_eval_samples)
+        "eval_samples": source["eval_samples"].dropna().iloc[0] if source["eval_samples"].notna().any() else None,
     }  # fmt: skip
 
 
@@ -483,8 +493,8 @@ def markdown_table(summary: pd.DataFrame) -> str:
             continue
         seeds = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
         caption = (
-            f"Model {model}; median ± sample std ×100 over {seeds} seed(s) of completed runs on the full "
-            f"dev set ({metrics}); share = the paper's parameter count / base model"
+            f"Model {model}; median ± sample std ×100 over {seeds} seed(s) of completed runs on "
+            f"{dev_set_words(sub[sub['n'] > 0])} ({metrics}); share = the paper's parameter count / base model"
         )
         if sub["lr"].notna().any():
             caption += "; (lr …) = the cell's learning rate, chosen on the held-out split of train when it ran several"
@@ -495,6 +505,19 @@ def markdown_table(summary: pd.DataFrame) -> str:
         main, ci = _task_grid(sub, tasks, _format_cell), _task_grid(sub, tasks, _format_ci)
         parts.append("\n".join([*heading, *main, "", caption + ".", "", *ci, "", ci_caption]))
     return "\n\n".join(parts)
+
+
+def dev_set_words(cells: pd.DataFrame) -> str:
+    """What the cells' scores are on: "the full dev set", or the subset ``data.max_eval_samples`` made."""
+    sizes = cells["eval_samples"] if "eval_samples" in cells else pd.Series(dtype=float)
+    subsets = sorted({int(v) for v in sizes.dropna()})
+    if not subsets:
+        return "the full dev set"
+    if len(subsets) == 1 and sizes.notna().all():
+        return (f"a {subsets[0]:,}-example subset of the dev set, the same in every run "
+                f"(data.max_eval_samples={subsets[0]})")
+    return (f"the full dev set or a subset of it (data.max_eval_samples={', '.join(map(str, subsets))} where a "
+            "row's setting says so)")
 
 
 def markdown_lr_table(per_lr: pd.DataFrame) -> str:
