@@ -4,7 +4,7 @@
     python -m peftbench -m method=lora,mam task=sst2,rte seed=0,1,2
 
 Every job writes ``result.json`` in its run directory. Before Hydra starts, every combination of the sweep is
-composed and validated and ``results_root`` is checked, so a typo or an impossible combination fails at once
+composed and validated and the folders it writes to are checked, so a typo or an impossible combination fails at once
 with one line (exit 2) instead of an hour into a sweep. A run that fails (missing data, NaN loss, a record
 that cannot be written, ...) writes a ``failed`` record where it can, and the sweep goes on; the process then
 exits 1.
@@ -27,7 +27,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ValueType
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from peftbench.config import CONF_DIR, add_new_slots, as_plain, compose, fail, one_line_error, to_specs
 
@@ -137,6 +137,11 @@ def folder_problem(key: str, folder: str, usage: str, write: bool) -> str | None
     path = Path(folder).expanduser().absolute()
     key = f"{key}={folder!r}"
     need, what = (os.R_OK | os.W_OK | os.X_OK, "read and write") if write else (os.R_OK | os.X_OK, "read")
+    limit = _name_max(Path(path.anchor))
+    long = [part for part in path.parts if len(os.fsencode(part)) > limit]
+    if long:  # e.g. a 300-character method.name in the job's folder
+        return (f"{key} cannot be created: its folder name {long[0][:32]}... is {len(os.fsencode(long[0]))} bytes "
+                f"long, over the file system's limit of {limit} ({usage}); shorten the values it is made of")
     try:
         if _exists(path):
             if not path.is_dir():
@@ -151,11 +156,6 @@ def folder_problem(key: str, folder: str, usage: str, write: bool) -> str | None
             parent = parent.parent
         if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
             return f"{key} cannot be created: {parent} is not a writable directory ({usage})"
-        limit = _name_max(parent)
-        long = [part for part in path.relative_to(parent).parts if len(os.fsencode(part)) > limit]
-        if long:
-            return (f"{key} cannot be created: its folder name {long[0][:32]}... is {len(os.fsencode(long[0]))} "
-                    f"bytes long, over the file system's limit of {limit} ({usage}); shorten the values it is made of")
     except OSError as err:  # a symlink loop, a name too long, a parent folder that cannot be searched
         return f"{key} cannot be checked: {err.strerror} ({usage}); give a directory you can {what}"
     return None
@@ -193,8 +193,6 @@ _HYDRA_DIRS = re.compile(r"\+{0,2}hydra\.(run|sweep)\.")
 def job_folders(cfg: DictConfig, multirun: bool) -> tuple[tuple[str, str], ...]:
     """The folders Hydra creates for a job (`cfg` composed with its hydra config), as (override key, resolved
     path): the run's folder, or the sweep's folder and the job's folder in it."""
-    from omegaconf import OmegaConf
-
     with open_dict(cfg):
         if OmegaConf.is_missing(cfg.hydra.job, "num"):
             cfg.hydra.job.num = 0
@@ -234,8 +232,8 @@ def parse_problem(args: list[str], multirun: bool) -> str | None:
 
 
 def validate_command_line(argv: list[str]) -> None:
-    """Compose and validate each job of the command line, and check ``results_root``; exit 2 with one line on
-    the first problem.
+    """Compose and validate each job of the command line, and check the folders it writes to (``results_root``
+    where the job uses it, and Hydra's run or sweep folders); exit 2 with one line on the first problem.
 
     Jobs that differ only by seed compose alike, so every combination of the other keys is composed with the
     first seed, and the other seeds are only checked to be plain integers (anything else is composed too):
