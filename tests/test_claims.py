@@ -88,7 +88,7 @@ def test_report_prints_claims_but_keeps_them_out_of_summary_md(tmp_path: Path, c
 
 
 def test_find_completed_searches_every_root_once(tmp_path: Path) -> None:
-    write_record({"status": "completed", "run_key": "abc"}, tmp_path / "sweep" / "0")
+    write_record({"status": "completed", "run_key": "abc", "score": 0.9}, tmp_path / "sweep" / "0")
     write_record({"status": "failed", "run_key": "def"}, tmp_path / "root" / "0")
     assert find_completed([tmp_path / "root", tmp_path / "sweep"], "abc") == tmp_path / "sweep" / "0" / "result.json"
     assert find_completed([tmp_path / "root", tmp_path / "missing"], "abc") is None
@@ -98,7 +98,7 @@ def test_find_completed_searches_every_root_once(tmp_path: Path) -> None:
 def test_resume_names_a_corrupt_record_once_and_passes_over_it(tmp_path: Path, capsys) -> None:
     (tmp_path / "0").mkdir()
     (tmp_path / "0" / "result.json").write_text('{"status": "completed", "run_k')  # a half-copied record
-    write_record({"status": "completed", "run_key": "abc"}, tmp_path / "1")
+    write_record({"status": "completed", "run_key": "abc", "score": 0.9}, tmp_path / "1")
     assert find_completed(tmp_path, "abc") == tmp_path / "1" / "result.json"
     assert find_completed(tmp_path, "xyz") is None
     err = capsys.readouterr().err.strip().splitlines()
