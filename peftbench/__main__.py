@@ -348,7 +348,11 @@ def _job(cfg: DictConfig) -> dict:
     run_dir = HydraConfig.get().runtime.output_dir
     config = as_plain(cfg)
     specs = to_specs(cfg)
-    record = base_record(config, specs.method.coordinates())
+    from peftbench.train import resolve_mixed_precision
+
+    # the precision this machine will compute in (auto: bf16 where native, else fp32) is part of the run key
+    record = base_record(config, specs.method.coordinates(),
+                         resolve_mixed_precision(cfg.train.mixed_precision, cfg.train.cpu))
     # the job's own overrides (command line and the experiment's sweep), so that a report can print the command
     # that extends this run's cell (`python -m peftbench.report --next-lrs`); not in the run key
     record["overrides"] = list(HydraConfig.get().overrides.task)

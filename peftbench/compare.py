@@ -68,8 +68,10 @@ COMMAND_LINE = "command line"
 COMPARISON_COLUMNS = [
     "source", "task", "model", "a", "b", "a_method", "b_method", "a_share", "b_share", "a_lr", "b_lr", "metric",
     "n_a", "n_b", "n_pairs", "n_unpaired", "seeds", "mean_a", "mean_b",  # means over the paired seeds
-    "mean_diff", "diff_ci_low", "diff_ci_high", "p_t", "p_wilcoxon",
-    "boot_diff", "boot_ci_low", "boot_ci_high", "boot_p", "n_resamples", "n_examples", "bootstrap_note", "verdict",
+    "mean_diff", "diff_ci_low", "diff_ci_high", "sd_diff", "p_t", "p_wilcoxon", "mdd",
+    "boot2_ci_low", "boot2_ci_high", "boot2_p",  # two-level bootstrap: seeds, then dev examples
+    "boot_diff", "boot_ci_low", "boot_ci_high", "boot_p",  # dev examples only: dev-set noise of fixed models
+    "n_resamples", "n_examples", "bootstrap_note", "aso_eps", "verdict",
 ]  # fmt: skip
 
 
@@ -197,25 +199,46 @@ def _by_seed(runs: pd.DataFrame) -> tuple[dict[int, pd.Series], int]:
     return chosen, len(runs) - len(chosen)
 
 
-def _bootstrap(
-    metric: str, seeds: list[int], a: dict, b: dict, n_resamples: int, seed: int
-) -> tuple[stats.Bootstrap | None, str]:
+def _prediction_pairs(seeds: list[int], a: dict, b: dict) -> tuple[list[stats.PredictionPair], str]:
+    """The dev predictions of each seed pair, or [] and why the bootstrap cannot run."""
     if not seeds:
-        return None, "no seed pairs"
-    if metric not in stats.BOOTSTRAP_METRICS:
-        return None, f"metric {metric} not supported"
+        return [], "no seed pairs"
     pairs = []
     for s in seeds:
         pa, pb = load_predictions(a[s]["path"]), load_predictions(b[s]["path"])
         if pa is None or pb is None:
             missing = sum(load_predictions(side[x]["path"]) is None for x in seeds for side in (a, b))
-            return None, f"no dev predictions in {missing} of {2 * len(seeds)} runs"
+            return [], f"no dev predictions in {missing} of {2 * len(seeds)} runs"
         if pa[1].shape != pb[1].shape or not np.array_equal(pa[1], pb[1]):
-            return None, f"seed {s}: the two runs' dev references differ"
+            return [], f"seed {s}: the two runs' dev references differ"
         pairs.append(stats.PredictionPair(pa[0], pb[0], pa[1]))
     if len({len(p.references) for p in pairs}) > 1:
-        return None, "seed pairs cover dev sets of different sizes"
-    return stats.paired_bootstrap(metric, pairs, n_resamples, seed), ""
+        return [], "seed pairs cover dev sets of different sizes"
+    return pairs, ""
+
+
+def _bootstraps(
+    metric: str, seeds: list[int], a: dict, b: dict, n_resamples: int, seed: int
+) -> tuple[stats.Bootstrap | None, stats.Bootstrap | None, str]:
+    """The two-level bootstrap (seeds, then examples) and the example-only one, or None and why not."""
+    if metric not in stats.BOOTSTRAP_METRICS:
+        return None, None, f"metric {metric} not supported"
+    pairs, note = _prediction_pairs(seeds, a, b)
+    if not pairs:
+        return None, None, note
+    two_level = stats.two_level_bootstrap(metric, pairs, n_resamples, seed) if len(pairs) >= 2 else None
+    return two_level, stats.paired_bootstrap(metric, pairs, n_resamples, seed), ""
+
+
+def aso(a: np.ndarray, b: np.ndarray) -> float:
+    """ε_min of almost stochastic order of A over B over seeds (`stats.aso_epsilon`); NaN below 3 seeds per side
+    or where deepsig is not installed."""
+    if len(a) < stats.MIN_PAIRS_T or len(b) < stats.MIN_PAIRS_T:
+        return math.nan
+    try:
+        return stats.aso_epsilon(a, b)
+    except ImportError:
+        return math.nan
 
 
 def compare_runs(
@@ -238,7 +261,9 @@ def compare_runs(
     score = lambda side: np.array([100 * float(side[s]["score"]) for s in seeds])  # noqa: E731
     paired = stats.paired_test(score(a), score(b))
     metric = str(cell_a["metric"])
-    boot, note = _bootstrap(metric, seeds, a, b, n_resamples, seed)
+    two_level, boot, note = _bootstraps(metric, seeds, a, b, n_resamples, seed)
+    d = score(a) - score(b)
+    sd = float(d.std(ddof=1)) if len(d) >= 2 else math.nan
     nan = math.nan
     return {
         "source": source, "task": cell_a["task"], "model": cell_a["model"],
@@ -249,24 +274,40 @@ def compare_runs(
         "n_unpaired": unpaired + dropped_a + dropped_b, "seeds": seeds,
         "mean_a": score(a).mean() if seeds else nan, "mean_b": score(b).mean() if seeds else nan,
         "mean_diff": paired.mean_diff, "diff_ci_low": paired.ci_low, "diff_ci_high": paired.ci_high,
-        "p_t": paired.p_t, "p_wilcoxon": paired.p_wilcoxon,
+        "sd_diff": sd, "p_t": paired.p_t, "p_wilcoxon": paired.p_wilcoxon,
+        "mdd": stats.min_detectable_difference(len(seeds), sd, alpha),
+        "boot2_ci_low": two_level.ci_low if two_level else nan, "boot2_ci_high": two_level.ci_high if two_level else nan,
+        "boot2_p": two_level.p if two_level else nan,
         "boot_diff": boot.diff if boot else nan, "boot_ci_low": boot.ci_low if boot else nan,
         "boot_ci_high": boot.ci_high if boot else nan, "boot_p": boot.p if boot else nan,
         "n_resamples": n_resamples if boot else 0, "n_examples": boot.n_examples if boot else 0,
-        "bootstrap_note": note, "verdict": stats.verdict(paired, boot, alpha),
+        "bootstrap_note": note, "aso_eps": aso(score(a), score(b)),
+        "verdict": seed_verdict(paired, alpha),
     }  # fmt: skip
+
+
+def seed_verdict(paired: stats.PairedTest, alpha: float = stats.ALPHA) -> str:
+    """The report's reading of one comparison, from the seed-paired t-test alone (the bootstraps never vote):
+    better / worse at p < α, else "no significant difference" — which is not evidence of equality (that takes an
+    equivalence test with a declared margin: `peftbench.findings`)."""
+    if paired.n >= stats.MIN_PAIRS_T and math.isfinite(paired.p_t) and paired.p_t < alpha and paired.mean_diff:
+        return stats.BETTER if paired.mean_diff > 0 else stats.WORSE
+    return stats.NO_DIFFERENCE
 
 
 # ---- rendering -----------------------------------------------------------------------------------------------
 
 RULE = (
-    f"Differences are A − B ×100 on the full dev set. Runs are paired by seed at each cell's chosen lr. "
-    f"Paired t: `scipy.stats.ttest_rel` over seed pairs (needs ≥ {stats.MIN_PAIRS_T} pairs; the CI, t with n−1 "
-    f"df, needs 2). Bootstrap: the dev examples resampled with replacement (the same resamples for A, B and "
-    f"every seed pair), the metric recomputed from the per-example predictions, averaged over seed pairs; 95% "
-    f"percentile CI; p = 2 × the share of resamples on the other side of 0 (capped at 1). Verdict at α = "
-    f"{stats.ALPHA}: better/worse when every available test (t-test, bootstrap) has p < α with the same sign, "
-    f"otherwise no significant difference."
+    f"Differences are A − B ×100 on the dev set. Runs are paired by seed (the unit of replication: it draws the "
+    f"init, the training subset and the order) at each cell's chosen lr. Paired t: `scipy.stats.ttest_rel` over "
+    f"seed pairs (needs ≥ {stats.MIN_PAIRS_T} pairs; the 95% CI, t with n−1 df, needs 2). MDD: the smallest true "
+    f"difference the paired t-test detects with 80% power at this n, from the observed sd of the paired "
+    f"differences (`statsmodels` TTestPower). Two-level bootstrap: seed pairs resampled, then dev examples within "
+    f"each (95% percentile CI; it includes seed variance). ASO ε_min: almost stochastic order of A's scores over B's "
+    f"across seeds (`deepsig.aso`; < 0.2: A dominates; ≥ 0.5: it does not). Dev-example bootstrap: the examples alone, the trained "
+    f"models fixed, so it measures dev-set sampling noise, not the method; shown for reference, it never votes. "
+    f"Verdict at α = {stats.ALPHA}: better/worse when the seed-paired t-test has p < α, else no significant "
+    f"difference, which is not evidence of equality."
 )
 
 
@@ -287,10 +328,25 @@ def format_p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def two_level_interval(r: pd.Series) -> str:
+    """``[low, high]`` of the two-level bootstrap, or ``—`` (why not, where the row says)."""
+    if math.isfinite(r.get("boot2_ci_low", math.nan)):
+        return f"[{r['boot2_ci_low']:+.1f}, {r['boot2_ci_high']:+.1f}]"
+    return f"— ({r['bootstrap_note']})" if r.get("bootstrap_note") else "—"
+
+
+def _f2(x: float) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{x:.2f}"
+
+
+def format_mdd(x: float) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{x:.1f}"
+
+
 def markdown_comparisons(table: pd.DataFrame, notes: list[str] | None = None) -> str:
     """One table per source (experiment or --compare) × task × model:
-    ``A vs B | n pairs | mean diff ×100 [95% CI] | paired t p | bootstrap diff [95% CI] | bootstrap p | verdict``,
-    then the decision rule and the notes (comparisons that could not be made)."""
+    ``A vs B | n pairs | mean diff ×100 [95% CI] | paired t p | MDD | two-level bootstrap CI | dev-example bootstrap
+    [95% CI] | verdict``, then the decision rule and the notes (comparisons that could not be made)."""
     if table.empty and not notes:
         return ""
     parts = ["## Comparisons"]
@@ -299,8 +355,9 @@ def markdown_comparisons(table: pd.DataFrame, notes: list[str] | None = None) ->
         title = f"### {task} — {source}" + (f" ({model})" if several_models else "")
         lines = [
             title, "",
-            "| A vs B | n pairs | mean diff ×100 [95% CI] | paired t p | bootstrap diff [95% CI] | bootstrap p | verdict |",
-            "|:---|---:|---:|---:|---:|---:|:---|",
+            "| A vs B | n pairs | mean diff ×100 [95% CI] | paired t p | MDD (80% power) | two-level bootstrap 95% CI "
+            "| dev-example bootstrap [95% CI] (dev-set noise only) | ASO ε_min | verdict |",
+            "|:---|---:|---:|---:|---:|---:|---:|---:|:---|",
         ]  # fmt: skip
         for _, r in sub.iterrows():
             pairs = f"{r['n_pairs']}" + (f" (+{r['n_unpaired']} unpaired)" if r["n_unpaired"] else "")
@@ -309,7 +366,8 @@ def markdown_comparisons(table: pd.DataFrame, notes: list[str] | None = None) ->
                 boot = f"— ({r['bootstrap_note']})"
             lines.append(
                 f"| {r['a']} vs {r['b']} | {pairs} | {_interval(r['mean_diff'], r['diff_ci_low'], r['diff_ci_high'])}"
-                f" | {format_p(r['p_t'])} | {boot} | {format_p(r['boot_p'])} | {r['verdict']} |"
+                f" | {format_p(r['p_t'])} | {format_mdd(r['mdd'])} | {two_level_interval(r)} | {boot}"
+                f" | {_f2(r.get('aso_eps', math.nan))} | {r['verdict']} |"
             )
         parts.append("\n".join(lines))
     parts.append(RULE)
@@ -322,8 +380,11 @@ def markdown_comparisons(table: pd.DataFrame, notes: list[str] | None = None) ->
 
 
 def cell_runs(df: pd.DataFrame, cell: pd.Series) -> pd.DataFrame:
-    """The completed runs of a `summarize` cell at its lr (runs of unknown lr where the cell's lr is unknown)."""
+    """The completed runs of a `summarize` cell at its lr (runs of unknown lr where the cell's lr is unknown) whose
+    dev scores the cell reports: its evaluation seeds' runs when it has any (``dev_on``), else its tuning seeds'."""
     done = df[df["status"] == "completed"]
+    if "role" in done and isinstance(cell.get("dev_on"), str):
+        done = done[done["role"].fillna("tuning") == cell["dev_on"]]
     mask = np.logical_and.reduce([(done[k] == cell[k]).to_numpy() for k in CELL])
     lr = pd.to_numeric(done["lr"], errors="coerce").to_numpy(dtype=float)
     mask &= np.isnan(lr) if not math.isfinite(cell["lr"]) else np.isclose(lr, cell["lr"], rtol=1e-9, atol=0)

@@ -164,11 +164,17 @@ class RunConfig:
     resume: bool = True  # skip a run whose completed record (same run key) exists under results_root
     results_root: str = "multirun"
     save: str = "auto"  # what the run saves beside its record (peftbench.artefacts): auto | none | modules | full
+    # The protocol (README "Tuning and evaluation seeds"): seeds below this value are tuning seeds (the report
+    # chooses each cell's lr on their held-out split); seeds from it on are evaluation seeds, which never enter a
+    # choice and give the reported dev score. Not part of the run key.
+    evaluation_seeds_from: int = 100
 
     def __post_init__(self) -> None:
         from peftbench.artefacts import SAVE_MODES
 
         _require(0 <= self.seed < 2**32, f"seed={self.seed} must lie in [0, 2**32)")
+        _require(self.evaluation_seeds_from >= 1, f"evaluation_seeds_from={self.evaluation_seeds_from} must be "
+                 ">= 1 (seeds below it tune the lr, seeds from it on are evaluated)")
         _require(self.save in SAVE_MODES, f"save={self.save!r} is not valid; valid: {', '.join(SAVE_MODES)}")
 
 

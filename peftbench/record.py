@@ -3,6 +3,12 @@
 Records are the truth the report, the notebooks and W&B read from. A run that fails writes a record with
 ``status: failed`` and the error, never one that looks finished. ``run_key`` hashes the resolved config without
 the keys that do not change the result (paths, logging, resume), so a rerun of a sweep can skip what is done.
+
+The precision a run computes in is part of its key, as *resolved* (``train.mixed_precision: auto`` becomes ``bf16``
+on a CPU or GPU that computes bf16 natively and ``no`` (fp32) elsewhere): the same command gives different numbers
+on the two kinds of CPU of this project, so a bf16 record never counts as done for an fp32 request, nor the other
+way. `record_key` recomputes the key of a record from its config and its resolved ``mixed_precision``, so records
+written before the precision entered the key are read the same way.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from peftbench.data import absolute_path
 #: Keys that do not change what a run computes (and so are not part of its key).
 NOT_IN_KEY = ("logger", "results_root", "resume", "sweep", "data.glue_dir", "data.cache_dir", "train.progress",
               "train.log_every", "train.threads", "train.checkpoint", "train.keep_checkpoint", "save",
-              "train.inference_batches")
+              "train.inference_batches", "evaluation_seeds_from")
 #: Keys added to the config after records were written, with their default: left out of the key at that default,
 #: so that a record written before the key existed still matches the run it was (resume does not redo it).
 ADDED_KEYS = {"train.lr_scale": 1.0, "method.head": "linear", "model.gguf_file": None, "task.head_bias": "zero"}
@@ -45,8 +51,13 @@ def at_added_default(dotted: str, value: Any) -> bool:
     return dotted in ADDED_KEYS and value == ADDED_KEYS[dotted]
 
 
-def run_key(config: dict[str, Any]) -> str:
+def run_key(config: dict[str, Any], precision: str | None = None) -> str:
+    """The hash of what a run computes: the resolved `config` without `NOT_IN_KEY` (and `ADDED_KEYS` at their
+    defaults), with ``train.mixed_precision`` replaced by the resolved `precision` (``no`` / ``bf16`` / ``fp16``)
+    when given, so that ``auto`` resolved to fp32 and an explicit ``no`` are one run."""
     plain = json.loads(json.dumps(config, default=str))
+    if precision is not None and isinstance(plain.get("train"), dict):
+        plain["train"]["mixed_precision"] = precision
     for dotted in (*NOT_IN_KEY, *ADDED_KEYS):
         *parents, last = dotted.split(".")
         node = plain
@@ -62,6 +73,50 @@ def run_key(config: dict[str, Any]) -> str:
         for key in VERBALIZER_KEYS:
             task.pop(key, None)
     return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()
+
+
+#: the first evaluation seed of a record written before the protocol was recorded (`RunConfig.evaluation_seeds_from`)
+EVALUATION_SEEDS_FROM = 100
+TUNING, EVALUATION = "tuning", "evaluation"
+
+
+def evaluation_seeds_from(record: dict[str, Any]) -> int:
+    """The first evaluation seed of a record's protocol: its config's ``evaluation_seeds_from``
+    (`EVALUATION_SEEDS_FROM` where the record has none)."""
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    start = config.get("evaluation_seeds_from", EVALUATION_SEEDS_FROM)
+    return start if isinstance(start, int) and not isinstance(start, bool) else EVALUATION_SEEDS_FROM
+
+
+def seed_role(record: dict[str, Any]) -> str:
+    """Whether a run's seed is a *tuning* seed (its held-out score may choose the lr) or an *evaluation* seed
+    (its dev score is reported and it never enters a choice): evaluation from `evaluation_seeds_from` on."""
+    start = evaluation_seeds_from(record)
+    seed = record.get("seed")
+    return EVALUATION if isinstance(seed, int) and not isinstance(seed, bool) and seed >= start else TUNING
+
+
+def record_precision(record: dict[str, Any]) -> str | None:
+    """The precision a record's run computed in, as resolved (``no`` = fp32, ``bf16``, ``fp16``): the record's
+    ``mixed_precision``; for a run that failed before it resolved one, the requested ``train.mixed_precision``
+    unless that is ``auto`` (None: unknown)."""
+    resolved = record.get("mixed_precision")
+    if isinstance(resolved, str):
+        return resolved
+    train = (record.get("config") or {}).get("train") if isinstance(record.get("config"), dict) else None
+    requested = train.get("mixed_precision") if isinstance(train, dict) else None
+    return requested if isinstance(requested, str) and requested != "auto" else None
+
+
+def record_key(record: dict[str, Any]) -> str | None:
+    """The precision-aware run key of a record (`run_key` of its config at `record_precision`), recomputed so that
+    records written before the precision entered the key compare like new ones; the stored ``run_key`` where the
+    record has no config or no known precision."""
+    config, precision = record.get("config"), record_precision(record)
+    if isinstance(config, dict) and precision is not None:
+        return run_key(config, precision)
+    stored = record.get("run_key")
+    return stored if isinstance(stored, str) else None
 
 
 def versions() -> dict[str, str | None]:
@@ -85,8 +140,9 @@ def git_commit() -> str | None:
         return None
 
 
-def base_record(config: dict[str, Any], design: dict[str, Any] | None) -> dict[str, Any]:
-    """The fields every record has, whatever happens to the run."""
+def base_record(config: dict[str, Any], design: dict[str, Any] | None, precision: str | None = None) -> dict[str, Any]:
+    """The fields every record has, whatever happens to the run; `precision` is the resolved
+    ``train.mixed_precision`` (it enters the run key)."""
     return {
         "status": "running",
         "error": None,
@@ -94,7 +150,8 @@ def base_record(config: dict[str, Any], design: dict[str, Any] | None) -> dict[s
         "task": config["task"]["name"],
         "model": config["model"]["name"],
         "seed": config["seed"],
-        "run_key": run_key(config),
+        "run_key": run_key(config, precision),
+        "mixed_precision": precision,
         "sweep": config.get("sweep"),
         "design": design,
         "params": None,
@@ -155,9 +212,9 @@ def _warn_unreadable(path: Path, err: Exception | str) -> None:
 
 
 def find_completed(roots: str | Path | list[str | Path], key: str) -> Path | None:
-    """A completed record with this run key under any of `roots` (``results_root``, and the sweep folder where a
-    sweep wrote elsewhere): resume skips its run. Unreadable records, and completed ones without a finite score
-    (`completed_score`), are passed over with a warning."""
+    """A completed record with this run key (`record_key`: the precision it ran at included) under any of `roots`
+    (``results_root``, and the sweep folder where a sweep wrote elsewhere): resume skips its run. Unreadable
+    records, and completed ones without a finite score (`completed_score`), are passed over with a warning."""
     roots = [roots] if isinstance(roots, (str, Path)) else roots
     searched: list[Path] = []
     for root in (absolute_path(r) for r in roots):
@@ -170,7 +227,7 @@ def find_completed(roots: str | Path | list[str | Path], key: str) -> Path | Non
             except (OSError, ValueError) as err:
                 _warn_unreadable(path, err)
                 continue
-            if not isinstance(record, dict) or record.get("run_key") != key or record.get("status") != "completed":
+            if not isinstance(record, dict) or record.get("status") != "completed" or record_key(record) != key:
                 continue
             if completed_score(record) is not None:
                 return path

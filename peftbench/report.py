@@ -43,11 +43,17 @@ from matplotlib.ticker import NullFormatter
 
 from peftbench import stats
 from peftbench.record import (
+    EVALUATION,
     NOT_IN_KEY,
+    TUNING,
     VERBALIZER_KEYS,
     at_added_default,
     completed_score,
+    evaluation_seeds_from,
     reads_verbalizer_keys,
+    record_key,
+    record_precision,
+    seed_role,
 )
 
 RECORD_NAME = "result.json"
@@ -55,8 +61,8 @@ REQUIRED_KEYS = ("status", "method", "task", "model", "seed", "run_key")
 STATUSES = ("completed", "failed", "interrupted")  # interrupted: stopped by SIGTERM, resumable from a checkpoint
 PARAM_KEYS = ("trainable", "stored", "paper", "base", "paper_share")
 RUN_COLUMNS = [
-    "status", "error", "method", "task", "model", "seed", "run_key", "sweep", "design_key", "metric", "score",
-    "setting", "lr", "select_score", "best_epoch", *(f"params.{k}" for k in PARAM_KEYS),
+    "status", "error", "method", "task", "model", "seed", "role", "evaluation_seeds_from", "run_key", "sweep", "design_key", "metric", "score",
+    "setting", "precision", "lr", "select_score", "best_epoch", *(f"params.{k}" for k in PARAM_KEYS),
     "time_s", "peak_mem_mb", "train_examples_per_s", "train_time_s", "artefact_bytes", "inference_ratio",
     "inference_ratio_merged", "lr_scale", "eval_samples", "overrides", "finished_at", "n_dropped", "path",
 ]  # fmt: skip
@@ -69,10 +75,13 @@ NOT_SETTING = frozenset({*NOT_IN_KEY, "train.lr", "train.lr_scale", "task.name"}
 VERBALIZER_SETTING = frozenset(f"task.{k}" for k in VERBALIZER_KEYS)
 SUMMARY_COLUMNS = [
     "task", "method", "model", "design_key", "setting", "label", "metric", "lr", "lr_grid", "lr_choice", "chosen",
-    "select_score", "n", "n_failed", "n_failed_grid", "median", "std", "mean", "ci_low", "ci_high",
+    "select_score", "n", "dev_on", "n_tuning", "n_evaluation", "n_failed", "n_failed_grid", "median", "std", "mean", "ci_low", "ci_high",
     "share_pct", "params_trainable", "params_stored", "params_paper", "seeds", "eval_samples",
 ]  # fmt: skip
 MISSING = "—"
+PRECISION_KEY = "train.mixed_precision"
+#: a resolved ``mixed_precision`` as the report names it
+PRECISION_NAMES = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}
 #: the JSON type each field a reader relies on must have, where it is not null
 FIELD_TYPES = {
     "method": str, "task": str, "model": str, "run_key": str, "seed": int, "params": dict, "metrics": dict,
@@ -199,7 +208,11 @@ def _flatten(record: dict, path: Path) -> dict:
     params = record.get("params") or {}
     throughput = record.get("throughput") or {}
     row = {
-        **{k: record.get(k) for k in ("status", "error", "method", "task", "model", "seed", "run_key")},
+        **{k: record.get(k) for k in ("status", "error", "method", "task", "model", "seed")},
+        "role": seed_role(record),  # tuning seed (chooses the lr) or evaluation seed (reports dev)
+        "evaluation_seeds_from": evaluation_seeds_from(record),
+        "run_key": record_key(record),  # precision-aware: a bf16 and an fp32 run of one config are two runs
+        "precision": PRECISION_NAMES.get(record_precision(record) or "", record_precision(record)),
         "sweep": record.get("sweep"),
         "design_key": design_key(record_design(record)),
         "_setting": setting_items(record),
@@ -230,7 +243,8 @@ def _flatten(record: dict, path: Path) -> dict:
 
 def setting_items(record: dict) -> dict[str, str]:
     """The record's training setting: every ``data.*``, ``train.*`` and ``task.*`` key of its resolved config
-    (JSON-encoded values) except those of `NOT_SETTING`, and a key added after records existed
+    (JSON-encoded values) except those of `NOT_SETTING`, ``train.mixed_precision`` as the run resolved it (fp32 /
+    bf16 / fp16: runs of two precisions are two settings, never pooled or compared), and a key added after records existed
     (`record.ADDED_KEYS`) when it holds its default: a record written before the key equals one at its default, as
     in the run key. Empty without a config."""
     config = record.get("config")
@@ -240,6 +254,8 @@ def setting_items(record: dict) -> dict[str, str]:
         node = config.get(section) if isinstance(config, dict) else None
         for key, value in (node or {}).items() if isinstance(node, dict) else ():
             dotted = f"{section}.{key}"
+            if dotted == PRECISION_KEY:  # the precision the run computed in, not the one asked for (`auto`)
+                value = PRECISION_NAMES.get(record_precision(record) or "", value)
             if dotted not in skip and not at_added_default(dotted, value):
                 items[dotted] = json.dumps(value, sort_keys=True, default=str)
     return items
@@ -319,9 +335,16 @@ def format_lr(lr: float | None) -> str:
 
 
 def _cell_row(key: tuple, done: pd.DataFrame, n_failed: int, fallback: pd.DataFrame) -> dict:
-    """The statistics of the completed runs `done` of one cell at one lr (key = cell + lr)."""
-    scores = stats.describe(done["score"].astype(float).to_numpy() * 100)
-    select = pd.to_numeric(done["select_score"], errors="coerce")
+    """The statistics of the completed runs `done` of one cell at one lr (key = cell + lr).
+
+    The held-out `select_score` (what chooses the lr) is the mean over the *tuning* seeds' runs only; the dev
+    statistics are those of the *evaluation* seeds' runs when the lr has any (`dev_on` = "evaluation"), else of the
+    tuning seeds' (`dev_on` = "tuning": chosen and reported on the same runs, biased upward by the choice)."""
+    roles = done["role"] if "role" in done else pd.Series(TUNING, index=done.index, dtype=object)
+    tuning, evaluation = done[roles != EVALUATION], done[roles == EVALUATION]
+    dev = evaluation if len(evaluation) else tuning
+    scores = stats.describe(dev["score"].astype(float).to_numpy() * 100)
+    select = pd.to_numeric(tuning["select_score"], errors="coerce")
     source = done if len(done) else fallback
     share = pd.to_numeric(source["params.paper_share"], errors="coerce").median() * 100
     return {
@@ -329,7 +352,10 @@ def _cell_row(key: tuple, done: pd.DataFrame, n_failed: int, fallback: pd.DataFr
         "metric": source["metric"].dropna().iloc[0] if source["metric"].notna().any() else None,
         "lr": key[len(CELL)] if key[len(CELL)] != NO_LR else math.nan,
         "select_score": select.mean() * 100 if select.notna().any() else math.nan,
-        "n": len(done),
+        "n": len(dev),
+        "dev_on": EVALUATION if len(evaluation) else TUNING,
+        "n_tuning": len(tuning),
+        "n_evaluation": len(evaluation),
         "n_failed": n_failed,
         "median": scores.median, "std": scores.std, "mean": scores.mean,
         "ci_low": scores.ci_low, "ci_high": scores.ci_high,
@@ -338,7 +364,7 @@ def _cell_row(key: tuple, done: pd.DataFrame, n_failed: int, fallback: pd.DataFr
             f"params_{k}": pd.to_numeric(source[f"params.{k}"], errors="coerce").median()
             for k in ("trainable", "stored", "paper")
         },
-        "seeds": sorted(int(s) for s in done["seed"]),
+        "seeds": sorted(int(s) for s in dev["seed"]),
         # one value per cell: runs on different dev subsets differ in their setting (data.max_eval_samples)
         "eval_samples": source["eval_samples"].dropna().iloc[0] if source["eval_samples"].notna().any() else None,
     }  # fmt: skip
@@ -420,7 +446,8 @@ def summarize(df: pd.DataFrame, choose_lr: bool = True) -> pd.DataFrame:
             blank = dict.fromkeys(
                 ("lr", "select_score", "median", "std", "mean", "ci_low", "ci_high"), math.nan
             )
-            out.append({**grid.iloc[0].to_dict(), **blank, **extra, "n": 0, "seeds": [], "chosen": False,
+            out.append({**grid.iloc[0].to_dict(), **blank, **extra, "n": 0, "n_tuning": 0, "n_evaluation": 0,
+                        "seeds": [], "chosen": False,
                         "n_failed": extra["n_failed_grid"]})  # fmt: skip
     summary = pd.DataFrame(out, columns=SUMMARY_COLUMNS)
     summary["label"] = [
@@ -435,11 +462,27 @@ def summarize(df: pd.DataFrame, choose_lr: bool = True) -> pd.DataFrame:
     )
 
 
+def seeds_caption(cells: pd.DataFrame) -> str:
+    """Which seeds the dev columns of `cells` are on: the evaluation seeds (which took no part in any choice), or
+    the tuning seeds (no evaluation seeds yet: chosen and reported on the same runs, so biased upward); a table that
+    has both marks the tuning-seed cells with †."""
+    on = cells["dev_on"].fillna(TUNING) if "dev_on" in cells else pd.Series(TUNING, index=cells.index)
+    if (on == EVALUATION).all():
+        return ("dev on evaluation seeds only: seeds that took no part in the lr choice (made on the tuning seeds' "
+                "held-out split)")
+    if (on == TUNING).all():
+        return ("dev on the tuning seeds: no evaluation seeds yet, so each cell is chosen and reported on the same "
+                "runs (the maximum of noisy means is biased upward)")
+    return ("dev on evaluation seeds (which took no part in the lr choice), except the cells marked † (no evaluation "
+            "seeds yet: dev of the tuning seeds that chose the lr, biased upward)")
+
+
 def _format_cell(cell: pd.Series | None) -> str:
-    """``median ± std (lr 5e-4)``; the median alone for one seed; ``—`` for no completed run."""
+    """``median ± std (lr 5e-4)``; the median alone for one seed; ``—`` for no completed run; † when the dev score is
+    of the tuning seeds although other cells have evaluation seeds (set by `markdown_table`)."""
     if cell is None or cell["n"] == 0:
         return MISSING
-    text = f"{cell['median']:.1f}"
+    text = f"{cell['median']:.1f}" + ("†" if cell.get("_dagger", False) else "")
     if cell["n"] > 1 and math.isfinite(cell["std"]):
         text += f" ± {cell['std']:.1f}"
     return text + (f" (lr {format_lr(cell['lr'])})" if math.isfinite(cell.get("lr", math.nan)) else "")
@@ -482,6 +525,9 @@ def markdown_table(summary: pd.DataFrame) -> str:
         for t in tasks
     )  # fmt: skip
     models = sorted(summary["model"].unique())
+    on = summary["dev_on"].fillna(TUNING) if "dev_on" in summary else pd.Series(TUNING, index=summary.index)
+    mixed = (on[summary["n"] > 0] == EVALUATION).any() and (on[summary["n"] > 0] == TUNING).any()
+    summary = summary.assign(_dagger=mixed & (on == TUNING))
     parts = []
     for model in models:
         sub = summary[summary["model"] == model]
@@ -498,6 +544,7 @@ def markdown_table(summary: pd.DataFrame) -> str:
         )
         if sub["lr"].notna().any():
             caption += "; (lr …) = the cell's learning rate, chosen on the held-out split of train when it ran several"
+        caption += "; " + seeds_caption(sub[sub["n"] > 0])
         ci_caption = (
             "Mean ×100 [95% confidence interval of the mean: Student's t with n − 1 df] over the same runs; "
             "one seed: the mean alone."
@@ -565,6 +612,32 @@ def grid_edge(cell: pd.Series) -> str:
 NEXT_LR_SETS = ("seed", "train.lr_scale", "results_root")
 
 
+def _cell_command(
+    runs_all: pd.DataFrame, cell: pd.Series, target_lr: float, seeds: list[int], root: str | Path | None
+) -> tuple[str, str]:
+    """The command that runs `cell` at `target_lr` for `seeds` (its recorded overrides with ``seed``,
+    ``train.lr_scale`` and, given `root`, ``results_root`` replaced), and a note where the records predate
+    ``overrides``."""
+    runs = runs_all[(runs_all[CELL] == cell[CELL].to_numpy()).all(axis=1)].sort_values(["seed", "path"])
+    base = (pd.to_numeric(runs["lr"]) / pd.to_numeric(runs["lr_scale"])).median()
+    sets = {
+        "seed": ",".join(str(s) for s in seeds),
+        "train.lr_scale": f"{target_lr / base:g}",
+        **({"results_root": shlex.quote(str(root))} if root is not None else {}),
+    }
+    recorded = runs["overrides"].dropna()
+    if len(recorded):
+        kept = [o for o in shlex.split(recorded.iloc[0]) if o.split("=", 1)[0].lstrip("+~") not in sets]
+        note = ""
+    else:
+        sweep = runs["sweep"].dropna()
+        kept = [f"+experiment={sweep.iloc[0]}", f"task={cell['task']}"] if len(sweep) else [
+            f"method={cell['method']}", f"task={cell['task']}", f"model={cell['model']}"]
+        note = f"  # and the override that selects {cell['method']} (these records predate `overrides`)"
+    command = " ".join(["python -m peftbench -m", *map(shlex.quote, kept), *(f"{k}={v}" for k, v in sets.items())])
+    return command, note
+
+
 def next_lr_commands(df: pd.DataFrame, cells: pd.DataFrame, root: str | Path | None = None) -> list[str]:
     """For each cell whose chosen lr is an edge of its grid (`grid_edge`): a comment naming the cell and a command
     that runs it one ×2 step past that edge, at the seeds it ran.
@@ -583,25 +656,41 @@ def next_lr_commands(df: pd.DataFrame, cells: pd.DataFrame, root: str | Path | N
             continue
         grid = sorted(lr for lr in cell["lr_grid"] if math.isfinite(lr))
         target = grid[0] / 2 if edge == "lowest" else grid[-1] * 2
-        runs = runs_all[(runs_all[CELL] == cell[CELL].to_numpy()).all(axis=1)].sort_values(["seed", "path"])
-        base = (pd.to_numeric(runs["lr"]) / pd.to_numeric(runs["lr_scale"])).median()
-        sets = {
-            "seed": ",".join(str(s) for s in sorted({int(s) for s in runs["seed"]})),
-            "train.lr_scale": f"{target / base:g}",
-            **({"results_root": shlex.quote(str(root))} if root is not None else {}),
-        }
-        recorded = runs["overrides"].dropna()
-        if len(recorded):
-            kept = [o for o in shlex.split(recorded.iloc[0]) if o.split("=", 1)[0].lstrip("+~") not in sets]
-            note = ""
-        else:
-            sweep = runs["sweep"].dropna()
-            kept = [f"+experiment={sweep.iloc[0]}", f"task={cell['task']}"] if len(sweep) else [
-                f"method={cell['method']}", f"task={cell['task']}", f"model={cell['model']}"]
-            note = f"  # and the override that selects {cell['method']} (these records predate `overrides`)"
-        command = " ".join(["python -m peftbench -m", *map(shlex.quote, kept), *(f"{k}={v}" for k, v in sets.items())])
+        seeds = sorted({int(x) for x in runs_all.loc[(runs_all[CELL] == cell[CELL].to_numpy()).all(axis=1)
+                                                      & (runs_all["role"] != "evaluation"), "seed"]})
+        command, note = _cell_command(runs_all, cell, target, seeds, root)
         lines += [f"# {cell['task']} {cell['label']}: chosen lr {format_lr(cell['lr'])} is the {edge} of "
                   f"{', '.join(format_lr(lr) for lr in grid)}; next: {format_lr(target)}", command + note]
+    return lines
+
+
+def next_evaluation_commands(
+    df: pd.DataFrame, cells: pd.DataFrame, n_seeds: int, root: str | Path | None = None
+) -> list[str]:
+    """For each cell with fewer than `n_seeds` evaluation seeds at its chosen lr: a comment and the command that
+    runs the missing ones (from the first evaluation seed of its records' protocol on) at that lr. A cell whose
+    choice sits at a grid edge is skipped with a note: extend its grid first (`next_lr_commands`)."""
+    if df.empty or cells.empty:
+        return []
+    runs_all = df[df["status"] == "completed"].assign(setting=df["setting"].fillna(""))
+    lines = []
+    for _, cell in cells.iterrows():
+        if not math.isfinite(cell["lr"]) or cell["n"] == 0:
+            continue
+        runs = runs_all[(runs_all[CELL] == cell[CELL].to_numpy()).all(axis=1)]
+        at_lr = runs[pd.to_numeric(runs["lr"]).sub(cell["lr"]).abs() <= 1e-9 * cell["lr"]]
+        have = sorted({int(x) for x in at_lr.loc[at_lr["role"] == "evaluation", "seed"]})
+        if len(have) >= n_seeds:
+            continue
+        if edge := grid_edge(cell):
+            lines.append(f"# {cell['task']} {cell['label']}: chosen lr {format_lr(cell['lr'])} is the {edge} of its "
+                         "grid: extend the grid first (--next-lrs)")  # fmt: skip
+            continue
+        start = int(runs["evaluation_seeds_from"].max())
+        missing = [s for s in range(start, start + n_seeds + len(have)) if s not in have][: n_seeds - len(have)]
+        command, note = _cell_command(runs_all, cell, float(cell["lr"]), missing, root)
+        lines += [f"# {cell['task']} {cell['label']}: {len(have)} of {n_seeds} evaluation seeds at its chosen lr "
+                  f"{format_lr(cell['lr'])}", command + note]  # fmt: skip
     return lines
 
 
@@ -685,6 +774,23 @@ def counts_line(df: pd.DataFrame, problems: list[Problem]) -> str:
     return f"{completed} completed, {failed} failed, {dropped} duplicates dropped, {len(problems)} problems"
 
 
+def precision_line(df: pd.DataFrame) -> str:
+    """Which precision the runs computed in: ``Precision: every run fp32.``, or the count of each and the rule that
+    runs of different precision are never pooled or compared (each precision is its own setting)."""
+    known = df["precision"].dropna() if "precision" in df else pd.Series(dtype=object)
+    counts = known.value_counts().sort_index()
+    unknown = len(df) - len(known)
+    tail = f" ({unknown} run(s) of unknown precision)" if unknown else ""
+    if len(counts) == 1:
+        return f"Precision: every run of known precision {counts.index[0]}{tail}." if unknown else \
+            f"Precision: every run {counts.index[0]}."
+    if len(counts) == 0:
+        return "Precision: unknown for every run."
+    shown = ", ".join(f"{name} {n}" for name, n in counts.items())
+    return (f"Precision: runs of several precisions ({shown}){tail}; each precision is its own setting (its cells "
+            "carry mixed_precision=...), and runs of different precision are never pooled or compared.")
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code (2 when no usable record was found or an argument is wrong)."""
     # compare and costs build on summarize, so they are imported here rather than at the top (a cycle otherwise)
@@ -706,6 +812,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="B",
         help="bootstrap resamples (default %(default)s)",
     )
+    parser.add_argument(
+        "--next-evals", type=int, default=0, metavar="N",
+        help="print, for each cell with fewer than N evaluation seeds at its chosen lr, the command that runs the "
+        "missing ones at that lr (into the single DIR given), and write nothing",
+    )  # fmt: skip
     parser.add_argument(
         "--next-lrs", action="store_true",
         help="print, for each cell whose chosen lr is the lowest/highest of its grid, the command that runs it one "
@@ -729,6 +840,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {problem.path}: {problem.reason}", file=sys.stderr)
         return 2
 
+    if args.next_evals:
+        lines = next_evaluation_commands(df, summarize(df), args.next_evals,
+                                         args.dirs[0] if len(args.dirs) == 1 else None)
+        print("\n".join(lines) if lines else f"every cell has {args.next_evals} evaluation seeds at its chosen lr")
+        return 0
     if args.next_lrs:
         lines = next_lr_commands(df, summarize(df), args.dirs[0] if len(args.dirs) == 1 else None)
         print("\n".join(lines) if lines else "no cell's chosen lr is an edge of its grid of three or more lrs")
@@ -756,7 +872,7 @@ def main(argv: list[str] | None = None) -> int:
     # summary.md holds what the records say, so a fresh clone regenerates it byte for byte; runs in flight are
     # this machine's state (pids, local paths) and are printed only
     (out / "summary.md").write_text(
-        "\n".join([body, "", counts_line(df, problems), "", *problem_lines]).rstrip() + "\n"
+        "\n".join([body, "", counts_line(df, problems), "", precision_line(df), "", *problem_lines]).rstrip() + "\n"
     )
     plot_budget_vs_score(df, out / "budget_vs_score.png")
     if costs.plot_pareto(cost, out / "pareto.png") is not None:
@@ -768,6 +884,7 @@ def main(argv: list[str] | None = None) -> int:
         print(compare.markdown_comparisons(comparisons, notes))
     print()
     print(counts_line(df, problems))
+    print(precision_line(df))
     for line in problem_lines:
         print(line)
     claimed = claims_lines(args.dirs)

@@ -43,12 +43,23 @@ from peftbench.models import load_model, load_tokenizer, model_config
 from peftbench.prefix import PrefixEncoder, PrefixHeads
 from peftbench.prompts import PromptInserter
 
-#: what a record can promise about a rerun with the same seed, by device (README, "Long sweeps")
+#: what a record can promise about a rerun with the same seed, by device and precision (README, "Long sweeps")
 DETERMINISM = {
-    "cpu": "bitwise: the same command and seed give the same metrics and loss history (tested on CPU)",
+    ("cpu", "no"): "bitwise, fp32: the same command and seed give the same metrics and loss history (tested on "
+                   "CPU); fp32 records reproduced exactly on both of this project's CPU kinds (AVX2 and AMX)",
+    ("cpu", "bf16"): "bitwise on one kind of CPU, bf16 autocast: the same command and seed give the same metrics "
+                     "on the same CPU kind; a CPU of the other kind (native AMX/AVX512-BF16 vs emulated on AVX2) "
+                     "computes bf16 differently and may give different numbers",
     "gpu": "not bitwise: cuBLAS and atomic-add kernels may reorder float sums between runs; expect differences "
            "in the last digits of losses and occasionally of metrics",
 }
+
+
+def determinism(device_type: str, precision: str) -> str:
+    """The record's ``determinism``: what a rerun with the same seed gives on this device at this precision."""
+    if device_type != "cpu":
+        return f"{DETERMINISM['gpu']} (precision {'fp32' if precision == 'no' else precision})"
+    return DETERMINISM.get(("cpu", precision), DETERMINISM[("cpu", "bf16")].replace("bf16", precision))
 
 
 class TrainingDiverged(RuntimeError):
@@ -459,7 +470,7 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint
         "data_source": prep.data_source,
         "device": str(accelerator.device),
         "num_processes": accelerator.num_processes,
-        "determinism": DETERMINISM["cpu" if accelerator.device.type == "cpu" else "gpu"],
+        "determinism": determinism(accelerator.device.type, accelerator.mixed_precision),
         "mixed_precision": accelerator.mixed_precision,
         "head_precision": "fp32" if fp32_head else accelerator.mixed_precision,
         "gate_lambda": gate_lambda or None,

@@ -142,7 +142,10 @@ def test_run_job_skips_live_claims_and_records_in_the_sweep_folder(stub_runs: li
     assert cli.run_job(cfg)["status"] == "skipped" and stub_runs == ["lora"]
     # another configuration whose claim a live worker holds is skipped, and nothing is written for it
     other = compose([*TINY, "seed=1", f"results_root={tmp_path / 'root'}"])
-    key = run_key(cli.as_plain(other))
+    from peftbench.train import resolve_mixed_precision
+
+    # the key of a run holds the precision it computes in, as this machine resolves `auto`
+    key = run_key(cli.as_plain(other), resolve_mixed_precision(other.train.mixed_precision, other.train.cpu))
     held = claims.acquire(tmp_path / "root", key, INFO)
     assert isinstance(held, claims.Claim)
     assert cli.run_job(other)["status"] == "in flight" and stub_runs == ["lora"]
@@ -213,3 +216,19 @@ def test_a_killed_sweep_leaves_an_abandoned_claim_that_the_rerun_redoes(tmp_path
     assert rerun.returncode == 0, err[-2000:]
     assert "rerunning an abandoned run" in out and len(completed_keys(tmp_path / "runs")) == 2
     assert claims.list_claims([tmp_path / "runs"]) == []
+
+
+def test_resume_reruns_under_fp32_a_configuration_recorded_in_bf16(tmp_path: Path) -> None:
+    """The run key holds the precision as resolved: a bf16 record (`auto` on a CPU with native bf16) is not done for
+    an fp32 request of the same configuration, and an fp32 record written under `auto`, before the precision
+    entered the key (its stored key is the precision-blind one), is done for a pinned fp32 request."""
+    config = {"seed": 0, "method": {"name": "lora"}, "task": {"name": "sst2"}, "train": {"mixed_precision": "auto"}}
+    pinned = {**config, "train": {"mixed_precision": "no"}}
+    blind = run_key(config)
+    write_record({"status": "completed", "run_key": blind, "config": config, "mixed_precision": "bf16"}, tmp_path / "b")
+    assert run_key(pinned, "no") != run_key(config, "bf16")
+    assert find_completed(tmp_path, run_key(pinned, "no")) is None  # bf16 is not done for fp32: rerun
+    assert find_completed(tmp_path, run_key(config, "bf16")) == tmp_path / "b" / "result.json"
+    write_record({"status": "completed", "run_key": blind, "config": config, "mixed_precision": "no"}, tmp_path / "f")
+    assert find_completed(tmp_path, run_key(pinned, "no")) == tmp_path / "f" / "result.json"
+    assert run_key(config, "no") == run_key(pinned, "no")  # auto resolved to fp32 and a pinned fp32: one run

@@ -35,11 +35,11 @@ VARIANTS = ("cpu", "paper")
 #: experiments/README.md).
 GRIDS: dict[str, dict[str, tuple[int, int, int, int]]] = {
     "table2": {"cpu": (6, 2, 3, 4), "paper": (6, 2, 5, 1)},
-    "insertion": {"cpu": (8, 1, 3, 1), "paper": (8, 2, 5, 1)},
-    "representation": {"cpu": (12, 1, 3, 1), "paper": (12, 2, 5, 1)},
-    "composition": {"cpu": (7, 1, 3, 1), "paper": (7, 2, 5, 1)},
+    "insertion": {"cpu": (8, 1, 3, 3), "paper": (8, 2, 5, 1)},
+    "representation": {"cpu": (12, 1, 3, 3), "paper": (12, 2, 5, 1)},
+    "composition": {"cpu": (7, 1, 3, 3), "paper": (7, 2, 5, 1)},
     "bottleneck": {"cpu": (12, 1, 3, 1), "paper": (12, 2, 5, 1)},
-    "mam_ablation": {"cpu": (7, 1, 3, 1), "paper": (7, 2, 5, 1)},
+    "mam_ablation": {"cpu": (7, 1, 3, 3), "paper": (7, 2, 5, 1)},
     "prefix_ablation": {"cpu": (6, 1, 3, 3), "paper": (6, 2, 5, 1)},
     "prompt_ablation": {"cpu": (7, 1, 3, 3), "paper": (7, 2, 5, 1)},
     "ptuning_v2_ablation": {"cpu": (6, 1, 3, 3), "paper": (6, 2, 5, 1)},

@@ -582,3 +582,90 @@ def test_cli_lists_each_problem_when_no_record_is_usable(
         err[1].strip().startswith(str(tmp_path / "runs" / "0" / "result.json")) and "invalid JSON" in err[1]
     )
     assert "1/result.json: missing required keys: task, model, seed, run_key" in err[2]
+
+
+def precision_record(seed: int, score: float, resolved: str, requested: str = "auto") -> dict:
+    """A LoRA record of one configuration, computed at the `resolved` precision (`auto` follows the CPU)."""
+    record = make_record("lora", seed, score, lr=1e-3, select=score, run_key=f"stored-{seed}")
+    record["config"]["train"] = {"lr": 1e-3, "mixed_precision": requested}
+    record["config"]["task"] = {"name": "sst2", "max_length": 64}
+    record["mixed_precision"] = resolved
+    return record
+
+
+def test_a_bf16_and_an_fp32_run_of_one_configuration_are_two_cells_never_compared(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`auto` resolved to bf16 on one CPU kind and to fp32 on the other: the same stored run key (written before
+    the precision entered it), but two runs, two settings, and no comparison pairs them; an explicit fp32 request
+    and `auto` resolved to fp32 are one setting."""
+    for seed in range(3):
+        write(tmp_path / f"bf16-{seed}", precision_record(seed, 0.80 + 0.01 * seed, "bf16"))
+        write(tmp_path / f"fp32-{seed}", precision_record(seed, 0.70 + 0.01 * seed, "no"))
+        write(tmp_path / f"pinned-{seed}", precision_record(seed, 0.70 + 0.01 * seed, "no", requested="no"))
+    df, problems = load_records([tmp_path])
+    assert problems == [] and len(df) == 6  # fp32 under auto and pinned fp32: one run key per seed
+    assert df.attrs["duplicates_dropped"] == 3
+    assert sorted(df["precision"]) == ["bf16"] * 3 + ["fp32"] * 3
+    assert sorted(set(df["setting"])) == ['mixed_precision="bf16"', 'mixed_precision="fp32"']
+    summary = summarize(df).set_index("setting")
+    assert summary.loc['mixed_precision="bf16"', "median"] == pytest.approx(81.0)
+    assert summary.loc['mixed_precision="fp32"', "median"] == pytest.approx(71.0)
+    table, _ = compare(df, ["lora:lora"], experiments=False, n_resamples=50)
+    assert set(zip(table["a"], table["b"], strict=True)) <= {(a, a) for a in table["a"]}  # never bf16 vs fp32
+    assert main([str(tmp_path), "--bootstrap", "50"]) == 0
+    assert "runs of several precisions (bf16 3, fp32 3)" in capsys.readouterr().out
+    assert "never pooled or compared" in (tmp_path / "summary.md").read_text()
+
+
+def test_the_lr_is_chosen_on_tuning_seeds_and_dev_reported_on_evaluation_seeds_only(tmp_path: Path) -> None:
+    """Seeds 0-2 tune (their held-out mean picks 1e-3 over 1e-4); an evaluation seed's held-out score never votes
+    (seed 100 at 1e-4 holds out 0.99, which would flip the choice); the cell's dev statistics and its comparison
+    use the evaluation seeds at the chosen lr only, and the caption says so."""
+    for seed in range(3):
+        for lr, select, score in ((1e-4, 0.80, 0.70), (1e-3, 0.85, 0.90)):
+            write(tmp_path / f"t{seed}-{lr}", make_record("lora", seed, score, lr=lr, select=select,
+                                                          run_key=f"lora-{seed}-{lr}"))
+            write(tmp_path / f"a{seed}-{lr}", make_record("adapter", seed, score - 0.01, lr=lr, select=select,
+                                                          run_key=f"adapter-{seed}-{lr}"))
+    write(tmp_path / "e100-lo", make_record("lora", 100, 0.5, lr=1e-4, select=0.99, run_key="lora-100-lo"))
+    for seed, score in ((100, 0.80), (101, 0.82), (102, 0.84)):
+        write(tmp_path / f"e{seed}", make_record("lora", seed, score, lr=1e-3, select=0.5, run_key=f"lora-{seed}"))
+        write(tmp_path / f"ea{seed}", make_record("adapter", seed, score - 0.03, lr=1e-3, select=0.5,
+                                                  run_key=f"adapter-{seed}"))
+    df = load_records([tmp_path])[0]
+    assert sorted(set(df.loc[df["seed"] >= 100, "role"])) == ["evaluation"]
+    lora = summarize(df).set_index("method").loc["lora"]
+    assert lora["lr"] == 1e-3 and lora["select_score"] == pytest.approx(85.0)  # tuning seeds only
+    assert lora["dev_on"] == "evaluation" and lora["seeds"] == [100, 101, 102]
+    assert lora["n_tuning"] == 3 and lora["n_evaluation"] == 3 and lora["median"] == pytest.approx(82.0)
+    table, _ = compare(df, ["lora:adapter"], experiments=False, n_resamples=50)
+    assert table.iloc[0]["seeds"] == [100, 101, 102] and table.iloc[0]["mean_diff"] == pytest.approx(3.0)
+    assert "dev on evaluation seeds only" in markdown_table(summarize(df))
+    # without evaluation seeds the dev score is the tuning seeds', and the caption says it is biased
+    tuning_only = summarize(df[df["seed"] < 100])
+    assert set(tuning_only["dev_on"]) == {"tuning"}
+    assert "biased upward" in markdown_table(tuning_only)
+
+
+def test_next_evals_prints_the_evaluation_seeds_a_cell_lacks_at_its_chosen_lr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """lora chose ×1 (interior) on seeds 0-1 and has evaluation seed 100 at that lr: the missing 101-104 are
+    printed at ×1, with its overrides; adapter chose an edge: extend its grid first, no evaluation command."""
+    from peftbench.__main__ import planned_jobs
+
+    for scale, select in ((0.5, 0.80), (1.0, 0.90), (2.0, 0.85)):
+        for seed in (0, 1):
+            write(tmp_path / f"lora-{scale}-{seed}", scaled_record("lora", seed, scale, select))
+            write(tmp_path / f"adapter-{scale}-{seed}", scaled_record("adapter", seed, scale, 1 - select))
+    write(tmp_path / "lora-1-100", scaled_record("lora", 100, 1.0, 0.5))
+    assert main([str(tmp_path), "--next-evals", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "# sst2 lora (0.24%): 1 of 5 evaluation seeds at its chosen lr 5e-4" in lines
+    command = (f"python -m peftbench -m +experiment=table2_cpu task=sst2 experiment/arm/table2=lora "
+               f"seed=101,102,103,104 train.lr_scale=1 results_root={tmp_path}")
+    assert command in lines
+    assert any(line.startswith("# sst2 adapter (0.47%): chosen lr 2.5e-4 is the lowest") for line in lines)
+    jobs = planned_jobs(command.split()[3:])
+    assert sorted(j for job in jobs for j in job if j.startswith("seed=")) == [f"seed={s}" for s in (101, 102, 103, 104)]

@@ -139,4 +139,6 @@ def test_same_seed_same_result_on_cpu(tmp_path, glue_dir, cache_dir):
         (record,) = records(tmp_path / str(i) / "run")
         scores.append((record["metrics"], record["history"][0]["train_loss"]))
         assert record["determinism"].startswith("bitwise")  # the record says what a rerun will give
+        named = "bitwise, fp32" if record["mixed_precision"] == "no" else "bitwise on one kind of CPU, bf16"
+        assert record["determinism"].startswith(named)  # and names the precision it holds for
     assert scores[0] == scores[1]

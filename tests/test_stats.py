@@ -258,3 +258,238 @@ def test_cells_pair_by_budget_then_by_rank(tmp_path: Path) -> None:
     assert len(table[table["a_method"] == "lora_ffn"]) == 2
     assert any("pa_ffn vs pa_attn: no completed runs of pa_attn" in n for n in notes)
     assert any("pa_ffn vs mh_pa_heads" in n for n in notes)
+
+
+# ---- the decision rule: TOST, power, Holm, two-level bootstrap, decide, ASO (issue 24) ------------------------
+
+
+def test_tost_paired_equals_statsmodels_and_reads_the_90_interval() -> None:
+    from statsmodels.stats.weightstats import ttost_paired
+
+    a, b = SCORES, np.array([89.0, 91.5, 88.2, 90.9, 90.0])
+    d = a - b
+    for margin in (0.5, 1.0, 2.0):
+        eq = stats.tost_paired(a, b, margin)
+        low, high = sps.t.interval(0.90, len(d) - 1, loc=d.mean(), scale=sps.sem(d))
+        assert eq.n == 5 and eq.mean_diff == pytest.approx(d.mean()) and eq.margin == margin
+        assert eq.p == pytest.approx(ttost_paired(a, b, -margin, margin)[0])
+        assert (eq.ci90_low, eq.ci90_high) == (pytest.approx(low), pytest.approx(high))
+        assert eq.equivalent == (-margin < low and high < margin)  # TOST at α ⇔ the 90% CI inside the margin
+    assert stats.tost_paired(a, b, 2.0).equivalent and not stats.tost_paired(a, b, 1.0).equivalent
+    # Differences tightly inside the margin: equivalent. Mean ≈ 0 but a wide CI: neither equivalent nor different.
+    base = np.array([80.0, 83.0, 79.5, 81.2, 82.4])
+    tight = stats.tost_paired(base + np.array([0.1, -0.1, 0.05, 0.0, -0.05]), base, 0.5)
+    assert tight.equivalent and tight.p < 0.001
+    wide_d = np.array([3.0, -2.5, 1.0, -1.8, 0.6])
+    wide = stats.tost_paired(base + wide_d, base, 0.5)
+    assert not wide.equivalent and wide.p > 0.3 and stats.paired_test(base + wide_d, base).p_t > 0.5
+    # Constant differences (s_d = 0): inside the margin p = 0, on or outside it p = 1; fewer than 3 pairs: NaN.
+    assert stats.tost_paired(base, base, 0.5).p == 0.0 and stats.tost_paired(base + 0.3, base, 0.5).equivalent
+    out = stats.tost_paired(base + 0.5, base, 0.5)
+    assert out.p == 1.0 and not out.equivalent and out.ci90_low == out.ci90_high == pytest.approx(0.5)
+    two = stats.tost_paired(base[:2] + 0.1, base[:2] + np.array([0.0, 0.3]), 1.0)
+    assert math.isnan(two.p) and not two.equivalent and math.isfinite(two.ci90_low)
+    with pytest.raises(ValueError, match="margin"):
+        stats.tost_paired(a, b, 0.0)
+
+
+def test_power_equals_ttestpower_and_round_trips() -> None:
+    from statsmodels.stats.power import TTestPower
+
+    sd = 1.35
+    for n in (3, 5, 10):
+        size = TTestPower().solve_power(nobs=n, alpha=0.05, power=0.8, alternative="two-sided")
+        mdd = stats.min_detectable_difference(n, sd)
+        assert mdd == pytest.approx(size * sd, rel=1e-6)
+        assert stats.seeds_needed(mdd, sd) == n  # the n whose MDD it is
+        assert stats.seeds_needed(0.99 * mdd, sd) == n + 1  # a smaller effect needs more seeds
+        assert stats.seeds_needed(-mdd, sd) == n  # two-sided: the sign does not matter
+    assert 1.3 < stats.min_detectable_difference(10, sd) < 1.4  # ≈ 1.0 σ_d at 10 seeds
+    assert stats.min_detectable_difference(5, sd) == pytest.approx(2.2707, abs=1e-3)
+    nobs = TTestPower().solve_power(effect_size=1.0 / sd, alpha=0.05, power=0.8, alternative="two-sided")
+    assert stats.seeds_needed(1.0, sd) == math.ceil(nobs) == 17
+    assert stats.seeds_needed(1.0, sd, power=0.9) > 17 and stats.seeds_needed(1.0, sd, alpha=0.01) > 17
+    assert math.isnan(stats.min_detectable_difference(1, sd))
+    assert math.isnan(stats.min_detectable_difference(5, math.nan))
+    assert stats.seeds_needed(1.0, math.nan) is None and stats.seeds_needed(0.0, sd) is None
+    assert stats.seeds_needed(1.0, 0.0) == stats.MIN_PAIRS_T and stats.seeds_needed(100.0, sd) == 3
+
+
+def _exact_tost_power(n: int, sd: float, margin: float, true_diff: float, alpha: float = 0.05) -> float:
+    """TOST power by integrating the normal mean over the χ² law of s_d (an independent reference)."""
+    from scipy import integrate
+
+    se, t_crit, df = sd / math.sqrt(n), sps.t.ppf(1 - alpha, n - 1), n - 1
+
+    def given_q(q: float) -> float:  # s_d = sd·√(q/df), q ~ χ²_df; reject when |d̄ ± m| clears t_crit·s_d/√n
+        half = margin - t_crit * sd * math.sqrt(q / df) / math.sqrt(n)
+        if half <= 0:
+            return 0.0
+        inside = sps.norm.cdf((half - true_diff) / se) - sps.norm.cdf((-half - true_diff) / se)
+        return inside * sps.chi2.pdf(q, df)
+
+    return integrate.quad(given_q, 0, np.inf, limit=200)[0]
+
+
+def test_seeds_needed_equivalence_against_the_exact_tost_power() -> None:
+    sd, margin = 1.35, 1.0
+    for true_diff, expected in ((0.0, 18), (0.5, 47), (-0.5, 47)):
+        n = stats.seeds_needed_equivalence(margin, sd, true_diff)
+        assert n == expected
+        assert _exact_tost_power(n, sd, margin, true_diff) >= 0.8  # conservative: reaches the power
+        assert _exact_tost_power(n - 1, sd, margin, true_diff) < 0.8  # and not by more than a seed here
+    assert stats.seeds_needed_equivalence(1.0, sd, 1.0) is None  # true difference on the margin: never
+    assert stats.seeds_needed_equivalence(1.0, math.nan) is None
+    assert stats.seeds_needed_equivalence(1.0, 0.0) == stats.MIN_PAIRS_T
+    assert stats.seeds_needed_equivalence(0.5, sd) > stats.seeds_needed_equivalence(1.0, sd)
+
+
+def test_holm_equals_multipletests_and_passes_nan_through() -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    p = [0.01, 0.04, 0.03, 0.2, 0.005]
+    assert stats.holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]))
+    assert stats.holm(p) == pytest.approx([0.04, 0.09, 0.09, 0.2, 0.025])
+    with_nan = stats.holm([0.01, math.nan, 0.04, 0.03])
+    assert math.isnan(with_nan[1])  # not run: stays NaN and is not counted in the family of 3
+    assert [with_nan[i] for i in (0, 2, 3)] == pytest.approx(list(multipletests([0.01, 0.04, 0.03], method="holm")[1]))  # fmt: skip
+    assert stats.holm([]) == [] and all(math.isnan(x) for x in stats.holm([math.nan, math.nan]))
+
+
+def test_two_level_bootstrap_equals_a_loop_over_its_draws() -> None:
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(5)
+    n, n_pairs, n_resamples = 60, 3, 40
+    refs = rng.integers(0, 2, n)
+    pairs = [
+        stats.PredictionPair(
+            np.where(rng.random(n) < 0.8, refs, 1 - refs), np.where(rng.random(n) < 0.7, refs, 1 - refs), refs
+        )
+        for _ in range(n_pairs)
+    ]
+    boot = stats.two_level_bootstrap("f1", pairs, n_resamples=n_resamples, seed=9)
+    # The same draws by hand: pairs per resample, then the example indices of each drawn pair.
+    draw = np.random.default_rng(9)
+    drawn = draw.integers(0, n_pairs, size=n_resamples * n_pairs).reshape(n_resamples, n_pairs)
+    idx = draw.integers(0, n, size=(n_resamples * n_pairs, n)).reshape(n_resamples, n_pairs, n)
+
+    def diff(k: int, i: np.ndarray) -> float:
+        return f1_score(refs[i], pairs[k].a[i]) - f1_score(refs[i], pairs[k].b[i])
+
+    deltas = [
+        100 * np.mean([diff(k, i) for k, i in zip(row, rows, strict=True)])
+        for row, rows in zip(drawn, idx, strict=True)
+    ]
+    full = 100 * np.mean([diff(k, np.arange(n)) for k in range(n_pairs)])
+    low, high = np.quantile(deltas, [0.025, 0.975])
+    assert (boot.n_pairs, boot.n_examples, boot.n_resamples) == (n_pairs, n, n_resamples)
+    assert boot.diff == pytest.approx(full)
+    assert (boot.ci_low, boot.ci_high) == (pytest.approx(low), pytest.approx(high))
+    p = min(1.0, 2 * min(np.mean(np.array(deltas) <= 0), np.mean(np.array(deltas) >= 0)))
+    assert boot.p == pytest.approx(p)
+    assert boot == stats.two_level_bootstrap("f1", pairs, n_resamples=n_resamples, seed=9)
+    same = stats.two_level_bootstrap("accuracy", [stats.PredictionPair(refs, refs, refs)] * 2, 50)
+    assert same.diff == same.ci_low == same.ci_high == 0 and same.p == 1.0
+    with pytest.raises(ValueError, match="at least one pair"):
+        stats.two_level_bootstrap("accuracy", [])
+
+
+def test_two_level_bootstrap_covers_the_method_difference_when_seeds_dominate() -> None:
+    """200 synthetic experiments, 5 seeds × 200 dev examples: each seed's accuracy is the method's mean plus a
+    seed effect (sd 4 points per method, so the seed variance of the difference, 32 points², is twice the
+    example noise, ≈ 16 points²); predictions are drawn per example. True difference: 2 points."""
+    rng = np.random.default_rng(2024)
+    mean_a, mean_b, seed_sd, n_seeds, n_dev = 0.80, 0.78, 0.04, 5, 200
+    true_diff = 100 * (mean_a - mean_b)
+    covered_two = covered_examples = covered_t = 0
+    n_experiments = 200
+    for experiment in range(n_experiments):
+        refs = rng.integers(0, 2, n_dev)
+        pairs, diffs = [], []
+        for _ in range(n_seeds):
+            acc_a, acc_b = np.clip([mean_a, mean_b] + rng.normal(0, seed_sd, 2), 0, 1)
+            a = np.where(rng.random(n_dev) < acc_a, refs, 1 - refs)
+            b = np.where(rng.random(n_dev) < acc_b, refs, 1 - refs)
+            pairs.append(stats.PredictionPair(a, b, refs))
+            diffs.append(100 * (np.mean(a == refs) - np.mean(b == refs)))
+        two = stats.two_level_bootstrap("accuracy", pairs, n_resamples=300, seed=experiment)
+        examples = stats.paired_bootstrap("accuracy", pairs, n_resamples=300, seed=experiment)
+        paired = stats.paired_test(diffs, np.zeros(n_seeds))
+        covered_two += two.ci_low <= true_diff <= two.ci_high
+        covered_examples += examples.ci_low <= true_diff <= examples.ci_high
+        covered_t += paired.ci_low <= true_diff <= paired.ci_high
+    coverage_two, coverage_examples = covered_two / n_experiments, covered_examples / n_experiments
+    assert 0.90 <= coverage_two <= 0.99, coverage_two
+    assert coverage_examples < 0.80, coverage_examples  # fixed models: blind to the seed variance
+    assert coverage_examples < coverage_two - 0.1
+    assert 0.90 <= covered_t / n_experiments <= 0.99  # the seed-paired t interval, for reference
+
+
+def _claim_inputs(a: list[float], b: list[float], margin: float | None = None, family: int = 1):
+    paired = stats.paired_test(a, b)
+    sd = float(np.std(np.subtract(a, b), ddof=1))
+    p_adjusted = stats.holm([paired.p_t] + [0.5] * (family - 1))[0]
+    equivalence = stats.tost_paired(a, b, margin) if margin is not None else None
+    return paired, p_adjusted, equivalence, sd
+
+
+def test_decide_equivalence_claims_need_tost() -> None:
+    base = [80.0, 83.0, 79.5, 81.2, 82.4]
+    # "≈" with a wide CI: not significant, but no evidence of equality either.
+    wide = [x + d for x, d in zip(base, [3.0, -2.5, 1.0, -1.8, 0.6], strict=True)]
+    paired, p_adj, eq, sd = _claim_inputs(wide, base, margin=0.5)
+    needed = stats.seeds_needed_equivalence(0.5, sd)
+    mdd = stats.min_detectable_difference(paired.n, sd)
+    decision = stats.decide(0, paired, p_adj, eq, mdd, needed)
+    assert paired.p_t > 0.5 and decision.outcome == stats.UNDERPOWERED
+    assert decision.text.startswith(f"underpowered (needs ≈ {needed} seeds") and needed > 100
+    assert decision.outcome not in (stats.AGREES, stats.EQUIVALENT)
+    # A tight one: equivalent.
+    tight = [x + d for x, d in zip(base, [0.1, -0.1, 0.05, 0.0, -0.05], strict=True)]
+    paired, p_adj, eq, sd = _claim_inputs(tight, base, margin=0.5)
+    decision = stats.decide(0, paired, p_adj, eq, stats.min_detectable_difference(5, sd), None)
+    assert decision.outcome == stats.EQUIVALENT and decision.text.startswith("equivalent within ±0.5")
+    # A clear difference of a "≈" claim: differs.
+    apart = [x + 3 + d for x, d in zip(base, [0.2, -0.3, 0.1, 0.0, 0.25], strict=True)]
+    paired, p_adj, eq, sd = _claim_inputs(apart, base, margin=0.5)
+    decision = stats.decide(0, paired, p_adj, eq, stats.min_detectable_difference(5, sd), None)
+    assert decision.outcome == stats.DIFFERS and decision.text.startswith("differs (A − B = +3.")
+    with pytest.raises(ValueError, match="margin"):
+        stats.decide(0, paired, p_adj, None, 1.0, None)
+
+
+def test_decide_directional_claims() -> None:
+    a, b = [91.0, 92.0, 93.0, 92.5], [90.0, 90.9, 91.8, 91.6]
+    paired, p_adj, _, sd = _claim_inputs(a, b)
+    mdd = stats.min_detectable_difference(4, sd)
+    assert stats.decide(+1, paired, p_adj, None, mdd, None).outcome == stats.AGREES
+    assert stats.decide(-1, paired, p_adj, None, mdd, None).outcome == stats.DISAGREES
+    swapped, p_swapped, _, _ = _claim_inputs(b, a)
+    assert stats.decide(-1, swapped, p_swapped, None, mdd, None).outcome == stats.AGREES
+    # p ≈ 0.028 alone, 0.083 after Holm in a family of 3: not significant, so underpowered (never "agrees").
+    weak_a, weak_b = [91.0, 92.1, 93.2, 91.2, 92.1], [90.0, 91.8, 91.8, 91.0, 91.2]
+    paired, p_adj, _, sd = _claim_inputs(weak_a, weak_b, family=3)
+    assert paired.p_t < 0.05 < p_adj
+    needed = stats.seeds_needed(1.0, sd)  # the claim's declared effect: 1 point
+    decision = stats.decide(+1, paired, p_adj, None, stats.min_detectable_difference(5, sd), needed)
+    assert decision.outcome == stats.UNDERPOWERED
+    assert f"needs ≈ {needed} seeds" in decision.text and "MDD" in decision.text
+    # Too few pairs for the t-test: underpowered, whatever the difference.
+    two, p_two, _, _ = _claim_inputs([91.0, 92.0], [80.0, 81.0])
+    assert stats.decide(+1, two, p_two, None, math.nan, None).text == "underpowered (seeds needed unknown)"
+    with pytest.raises(ValueError, match="expected"):
+        stats.decide(2, paired, p_adj, None, 1.0, None)
+
+
+def test_aso_epsilon_equals_deepsig_and_leaves_numpy_rng_alone() -> None:
+    deepsig = pytest.importorskip("deepsig")
+    better = [92.0, 91.4, 93.1, 92.6, 91.9]
+    worse = [90.1, 89.5, 90.8, 91.0, 89.9]
+    state = np.random.get_state()
+    epsilon = stats.aso_epsilon(better, worse, seed=3, n_bootstrap=100)
+    assert np.random.get_state()[1].tolist() == state[1].tolist()  # deepsig's global seeding undone
+    reference = deepsig.aso(better, worse, seed=3, num_bootstrap_iterations=100, show_progress=False)
+    assert epsilon == pytest.approx(reference) and epsilon < 0.2  # A almost stochastically dominates
+    assert stats.aso_epsilon(worse, better, seed=3, n_bootstrap=100) > 0.5
+    assert epsilon == stats.aso_epsilon(better, worse, seed=3, n_bootstrap=100)
