@@ -225,10 +225,12 @@ def test_resume_reruns_under_fp32_a_configuration_recorded_in_bf16(tmp_path: Pat
     config = {"seed": 0, "method": {"name": "lora"}, "task": {"name": "sst2"}, "train": {"mixed_precision": "auto"}}
     pinned = {**config, "train": {"mixed_precision": "no"}}
     blind = run_key(config)
-    write_record({"status": "completed", "run_key": blind, "config": config, "mixed_precision": "bf16"}, tmp_path / "b")
+    write_record({"status": "completed", "run_key": blind, "score": 0.9, "config": config, "mixed_precision": "bf16"},
+                 tmp_path / "b")
     assert run_key(pinned, "no") != run_key(config, "bf16")
     assert find_completed(tmp_path, run_key(pinned, "no")) is None  # bf16 is not done for fp32: rerun
     assert find_completed(tmp_path, run_key(config, "bf16")) == tmp_path / "b" / "result.json"
-    write_record({"status": "completed", "run_key": blind, "config": config, "mixed_precision": "no"}, tmp_path / "f")
+    write_record({"status": "completed", "run_key": blind, "score": 0.9, "config": config, "mixed_precision": "no"},
+                 tmp_path / "f")
     assert find_completed(tmp_path, run_key(pinned, "no")) == tmp_path / "f" / "result.json"
     assert run_key(config, "no") == run_key(pinned, "no")  # auto resolved to fp32 and a pinned fp32: one run
