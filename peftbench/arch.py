@@ -28,6 +28,8 @@ class ArchMap:
     - ``pools_last_token``: the classifier reads the last non-pad token, which transformers finds in
       ``input_ids``; with ``inputs_embeds`` (prompt methods) it reads the last position, so the prompt hook moves
       each row's content to the end (decoders use relative positions, so the shift changes nothing else).
+    - ``absolute_positions``: a table of learned positions (``max_position_embeddings`` rows) bounds an input's
+      length; ``positions_after_padding``: its positions start at ``pad_token_id + 1`` (RoBERTa), not 0.
     - ``lm_head``: the LM head of the architecture's LM class (``AutoModelForMaskedLM`` / ``AutoModelForCausalLM``
       when ``causal``), relative to that model's root; it maps hidden states to vocabulary logits (the verbalizer).
     """
@@ -44,6 +46,8 @@ class ArchMap:
     first_token_is_cls: bool = True
     attention_hook: bool = True
     pools_last_token: bool = False
+    absolute_positions: bool = True
+    positions_after_padding: bool = False
     lm_head: str | None = None
     causal: bool = False
 
@@ -83,8 +87,8 @@ _BERT_LIKE = dict(
 ARCHITECTURES: dict[str, ArchMap] = {
     # BERT's pooler (dense d×d on [CLS]) is part of its classification head, like RoBERTa's head.dense.
     "bert": ArchMap(**_BERT_LIKE, head=("classifier", "bert.pooler"), lm_head="cls"),
-    "roberta": ArchMap(**_BERT_LIKE, head=("classifier",), lm_head="lm_head"),
-    "xlm-roberta": ArchMap(**_BERT_LIKE, head=("classifier",)),
+    "roberta": ArchMap(**_BERT_LIKE, head=("classifier",), lm_head="lm_head", positions_after_padding=True),
+    "xlm-roberta": ArchMap(**_BERT_LIKE, head=("classifier",), positions_after_padding=True),
     "electra": ArchMap(**_BERT_LIKE, head=("classifier",)),
     "distilbert": ArchMap(
         layers="transformer.layer",
@@ -108,6 +112,7 @@ ARCHITECTURES: dict[str, ArchMap] = {
         ffn_w2="output.dense",
         head=("classifier",),
         attention_hook=False,  # MPNet computes attention inline (relative position bias), not via the interface
+        positions_after_padding=True,
     ),
     "llama": ArchMap(
         layers="layers",
@@ -121,6 +126,7 @@ ARCHITECTURES: dict[str, ArchMap] = {
         head=("score",),
         first_token_is_cls=False,
         pools_last_token=True,
+        absolute_positions=False,  # rotary
         lm_head="lm_head",
         causal=True,
     ),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -68,14 +69,21 @@ def save(path: Path, state: dict[str, Any]) -> None:
         raise
 
 
-def load(path: Path | None) -> dict[str, Any] | None:
-    """The checkpoint at `path`, or None when there is none (or it cannot be read: the run starts over)."""
+def load(path: Path | None, what: str = "this run") -> dict[str, Any] | None:
+    """The checkpoint at `path`, or None when there is none, or it cannot be read (a checkpoint from another
+    torch, or damaged: it is discarded and the run starts over, which is always correct). Says which, for `what`."""
     if path is None or not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # a checkpoint from another torch, or damaged: starting over is always correct
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        where = f"epoch {state['epoch']}, batch {state['batch']}"
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(f"peftbench: warning: {what}: its checkpoint {path} cannot be read ({type(err).__name__}"
+              f"{': ' + reason[:200] if reason else ''}); discarded: the run starts over", file=sys.stderr)
         return None
+    print(f"peftbench: {what}: resuming from its checkpoint {path} ({where})")
+    return state
 
 
 class StopRequest:

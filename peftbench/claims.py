@@ -28,6 +28,7 @@ from typing import IO, Any
 
 CLAIMS_DIR = ".claims"
 IN_FLIGHT, ABANDONED = "in flight", "abandoned"
+UNREADABLE = "unreadable"  # a path in .claims/ that cannot be opened as a claim (a directory, no permission)
 
 
 def claim_path(results_root: str | Path, key: str) -> Path:
@@ -101,7 +102,8 @@ def state(path: Path) -> str:
 
 
 def list_claims(dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Every claim under `dirs` (searched recursively for ``.claims/``): its info plus ``state`` and ``path``."""
+    """Every claim under `dirs` (searched recursively for ``.claims/``): its info plus ``state`` and ``path``; a
+    claim path that cannot be read (a directory, ...) has ``state`` `UNREADABLE` and its ``error``."""
     out, seen = [], set()
     for root in dirs:
         root = Path(root)
@@ -118,4 +120,6 @@ def list_claims(dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
                     out.append({**info, "state": state(path), "path": str(path)})
                 except FileNotFoundError:  # released while we looked
                     continue
+                except OSError as err:  # named by its path, and the other claims still listed
+                    out.append({"state": UNREADABLE, "path": str(path), "error": err.strerror or str(err)})
     return out

@@ -8,10 +8,12 @@ checks layer selections against the model's depth where its config is at hand, b
 
 from __future__ import annotations
 
+import difflib
+import json
 import math
 import re
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -231,10 +233,7 @@ def compose(overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bo
 
 def to_specs(cfg: DictConfig) -> RunConfig:
     """Build the typed, validated specs from a composed config (raises SpecError on impossible combinations)."""
-    valid = [f.name for f in fields(RunConfig)]
-    unknown = [k for k in cfg if k not in valid and k != "hydra"]
-    if unknown:  # `+key=v` adds a top-level key that nothing would read
-        raise SpecError(f"unknown key {unknown[0]!r}; valid top-level keys: {', '.join(valid)}")
+    check_known_keys(cfg)
     for slot, module in cfg.method.modules.items():  # validate each module under its full name first
         try:
             OmegaConf.to_object(module)
@@ -242,35 +241,117 @@ def to_specs(cfg: DictConfig) -> RunConfig:
             raise SpecError(str(err).replace("module", f"method.modules.{slot}", 1)) from None
     specs: RunConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     check_layers(specs)
+    check_lengths(specs)
     if specs.method.head == "verbalizer":
         check_verbalizer(specs)
     return specs
 
 
+def check_known_keys(cfg: DictConfig, where: str = "") -> None:
+    """Every key of a schema node is one of its schema's fields. Hydra's ``+key=v`` (and ``++``) adds a key even
+    to a typed node, where nothing would read it (``+train.epoch=5`` trains the default epochs) and it would still
+    change the run key; a new module slot (``+method.modules.<slot>.*``) is a new entry of a dict, not a field."""
+    schema = OmegaConf.get_type(cfg)
+    if is_dataclass(schema):
+        valid = [f.name for f in fields(schema)]
+        for key in cfg:
+            if key in valid or (not where and key == "hydra"):
+                continue
+            name = f"{where}{key}"
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            scope = f"valid keys of {where.rstrip('.')}" if where else "valid top-level keys"
+            hint = f"; did you mean {where}{close[0]}?" if close else ""
+            raise SpecError(f"unknown key {name!r}; {scope}: {', '.join(valid)}{hint} (a key added with + must be "
+                            "a field of the schema)")
+    for key in cfg:
+        child = cfg._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing() and key != "hydra":
+            check_known_keys(child, f"{where}{key}.")
+
+
 def check_verbalizer(specs: RunConfig) -> None:
     """The task has a template naming its fields and one label word per label; the model has an LM head mapping."""
     from peftbench.data import get_task
-    from peftbench.verbalizer import check_template, lm_class
+    from peftbench.verbalizer import check_template, has_lm_head, lm_class
 
     info = get_task(specs.task.name)
     check_template(info.name, specs.task.template, specs.task.label_words, info.text_fields, info.num_labels)
     model_type = specs.model.config.get("model_type")
-    if model_type is None and model_layers(specs.model) is not None:  # installed weights: their config is at hand
-        model_type = model_config(specs.model, weights=False).model_type
+    config = config_at_hand(specs.model) if model_type is None or not specs.model.random_init else None
+    if model_type is None and config is not None:  # installed weights: their config is at hand
+        model_type = config.model_type
     if model_type is not None:
         lm_class(model_type)
+    architectures = getattr(config, "architectures", None) if not specs.model.random_init else None
+    if architectures and not has_lm_head(architectures):  # what the weights were saved from says so
+        raise SpecError(f"model {specs.model.name} has no pretrained LM head (its weights are "
+                        f"{', '.join(architectures)}); head=verbalizer needs one (e.g. model=smollm2), "
+                        "or use head=linear")
+
+
+_CONFIGS: dict[str, Any] = {}
+
+
+def config_at_hand(spec: ModelSpec, gguf: bool = True):
+    """The model's transformers config where it is at hand without a download or its weights (the shape in its
+    YAML, or the config of installed weights); None otherwise, or for a GGUF file when not `gguf` (its config is
+    parsed from the whole file's header, ~10 s). Cached per model spec: a sweep composes many jobs."""
+    source = resolve_source(spec.pretrained)
+    if not (spec.config.get("model_type") or (source and Path(source).is_dir())):
+        return None
+    if spec.gguf_file and not gguf and not spec.config.get("model_type"):
+        return None
+    key = json.dumps(asdict(spec), sort_keys=True, default=str)
+    if key not in _CONFIGS:
+        try:
+            _CONFIGS[key] = model_config(spec, weights=False)
+        except Exception:  # an unusual config: what it sets is checked when the model is built
+            _CONFIGS[key] = None
+    return _CONFIGS[key]
 
 
 def model_layers(spec: ModelSpec) -> int | None:
     """The model's number of layers where its config is at hand without a download (the shape in its YAML, or
     installed weights); None otherwise."""
-    source = resolve_source(spec.pretrained)
-    if not (spec.config.get("model_type") or (source and Path(source).is_dir())):
+    config = config_at_hand(spec)
+    return getattr(config, "num_hidden_layers", None) if config is not None else None
+
+
+def position_limit(spec: ModelSpec) -> tuple[int, str] | None:
+    """The most tokens one input may have in this model, and why (its ``max_position_embeddings``, less
+    RoBERTa's offset), for architectures with a table of learned positions; None where there is none (rotary
+    positions: Llama) or the config is not at hand cheaply."""
+    from peftbench.arch import ARCHITECTURES
+
+    config = config_at_hand(spec, gguf=False)
+    arch = ARCHITECTURES.get(getattr(config, "model_type", None))
+    table = getattr(config, "max_position_embeddings", None)
+    if arch is None or not arch.absolute_positions or not isinstance(table, int):
         return None
-    try:
-        return getattr(model_config(spec, weights=False), "num_hidden_layers", None)
-    except Exception:  # an unusual config: the layers are checked when the model is built
-        return None
+    if arch.positions_after_padding:  # RoBERTa numbers positions from pad_token_id + 1
+        offset = (getattr(config, "pad_token_id", None) or 0) + 1
+        return table - offset, (f"max_position_embeddings={table} less {config.model_type}'s offset of {offset}: "
+                                f"positions start at pad_token_id + 1")
+    return table, f"max_position_embeddings={table}"
+
+
+def check_lengths(specs: RunConfig) -> None:
+    """An input (``task.max_length`` tokens, plus the prompt's vectors where the method inserts one) fits the
+    model's position table, where the model's config says how large it is: else every batch of long examples
+    fails in the position embedding, at evaluation after a whole run of short training batches."""
+    limit = position_limit(specs.model)
+    if limit is None:
+        return
+    most, why = limit
+    prompt = specs.method.prompt.length if specs.method.prompt is not None else 0
+    if specs.task.max_length + prompt <= most:
+        return
+    if prompt:
+        raise SpecError(f"task.max_length={specs.task.max_length} + method.prompt.length={prompt} = "
+                        f"{specs.task.max_length + prompt} tokens per input, but model {specs.model.name} has "
+                        f"{most} positions ({why}); valid: task.max_length + method.prompt.length <= {most}")
+    raise SpecError(f"task.max_length={specs.task.max_length} tokens per input, but model {specs.model.name} has "
+                    f"{most} positions ({why}); valid: task.max_length <= {most}")
 
 
 def check_layers(specs: RunConfig) -> None:

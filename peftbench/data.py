@@ -202,12 +202,16 @@ def pick_source(task: str, glue_dir: str | os.PathLike | None, splits: Sequence[
     else ``("hub", why the local folder cannot serve)``."""
     info = get_task(task)
     try:
-        folder = resolve_glue_dir(glue_dir) / info.local_dir
+        glue = resolve_glue_dir(glue_dir)
     except DataError as err:
         return "hub", str(err).split(":")[0]
-    missing = [str(folder / info.local_file(s)) for s in (splits or info.splits)
-               if not (folder / info.local_file(s)).is_file()]
-    return ("hub", f"no {missing[0]}") if missing else ("local", None)
+    if glue.exists() and not glue.is_dir():
+        return "hub", f"GLUE directory {glue} is a file, not a folder"
+    folder = glue / info.local_dir
+    missing = [folder / info.local_file(s) for s in (splits or info.splits) if not (folder / info.local_file(s)).is_file()]
+    if not missing:
+        return "local", None
+    return "hub", f"{missing[0]} is a directory, not a file" if missing[0].is_dir() else f"no {missing[0]}"
 
 
 def resolve_glue_dir(glue_dir: str | os.PathLike | None) -> Path:
@@ -247,7 +251,9 @@ def _load_hub(info: TaskInfo, splits: tuple[str, ...]) -> DatasetDict:
 
 def _load_local(info: TaskInfo, glue_dir: Path, splits: tuple[str, ...]) -> DatasetDict:
     if not glue_dir.is_dir():
-        raise DataError(f"GLUE directory {glue_dir} does not exist (set data.glue_dir or {GLUE_DIR_ENV})")
+        what = "is a file, not a folder" if glue_dir.exists() else "does not exist"
+        raise DataError(f"GLUE directory {glue_dir} {what} (set data.glue_dir or {GLUE_DIR_ENV} to the folder "
+                        "holding SST-2/, MRPC/, ...)")
     folder = glue_dir / info.local_dir
     if not folder.is_dir():
         found = sorted(p.name for p in glue_dir.iterdir() if p.is_dir())
@@ -256,6 +262,8 @@ def _load_local(info: TaskInfo, glue_dir: Path, splits: tuple[str, ...]) -> Data
     for split in splits:
         path = folder / info.local_file(split)
         if not path.is_file():
+            if path.is_dir():
+                raise DataError(f"{info.name}: split {split!r} needs the file {path}, which is a directory")
             found = sorted(p.name for p in folder.iterdir())
             raise DataError(
                 f"{info.name}: split {split!r} needs {path}, which does not exist; {folder} has: "

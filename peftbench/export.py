@@ -130,9 +130,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="write a plain transformers checkpoint with the linear modules merged instead")
     args = parser.parse_args(argv)
     try:
+        if args.out.exists() and not args.out.is_dir():  # before the model loads: a folder is written there
+            raise ExportError(f"OUT {str(args.out)!r} is a file; give a folder to write (new, or one to overwrite)")
         out = to_merged(args.run_dir, args.out) if args.merged else to_peft(args.run_dir, args.out)
     except (ExportError, ArtefactError) as err:
         print(f"peftbench.export: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a read-only folder, a full disk, a parent that is a file: what and where, in one line
+        where = f": {err.filename}" if err.filename else ""
+        print(f"peftbench.export: error: {type(err).__name__}: {err.strerror or err}{where}", file=sys.stderr)
         return 2
     print(f"wrote {out}")
     return 0

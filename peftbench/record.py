@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -185,14 +186,27 @@ def write_record(record: dict[str, Any], run_dir: str | Path) -> Path:
     return path
 
 
+def completed_score(record: object) -> float | None:
+    """The score of a completed run: its record says ``status: completed`` and holds a finite number as `score`;
+    None otherwise. The one rule for "done": resume skips only such a run (`find_completed`), and the report takes
+    a completed record without one as a problem, named by its path (`peftbench.report`), so that both agree that
+    its run must be redone."""
+    if not isinstance(record, dict) or record.get("status") != "completed":
+        return None
+    score = record.get("score")
+    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+        return None
+    return float(score)
+
+
 _WARNED: set[Path] = set()
 
 
-def _warn_unreadable(path: Path, err: Exception) -> None:
-    """One warning per unreadable record and process: resume passes over it (its run counts as not done)."""
+def _warn_unreadable(path: Path, err: Exception | str) -> None:
+    """One warning per unusable record and process: resume passes over it (its run counts as not done)."""
     if path not in _WARNED:
         _WARNED.add(path)
-        reason = err.strerror if isinstance(err, OSError) else f"not JSON ({err})"
+        reason = err if isinstance(err, str) else err.strerror if isinstance(err, OSError) else f"not JSON ({err})"
         print(f"peftbench: warning: resume passes over {path}: {reason}; its run, if any, is redone",
               file=sys.stderr)
 
@@ -200,7 +214,7 @@ def _warn_unreadable(path: Path, err: Exception) -> None:
 def find_completed(roots: str | Path | list[str | Path], key: str) -> Path | None:
     """A completed record with this run key (`record_key`: the precision it ran at included) under any of `roots`
     (``results_root``, and the sweep folder where a sweep wrote elsewhere): resume skips its run. Unreadable
-    records are passed over."""
+    records, and completed ones without a finite score (`completed_score`), are passed over with a warning."""
     roots = [roots] if isinstance(roots, (str, Path)) else roots
     searched: list[Path] = []
     for root in (absolute_path(r) for r in roots):
@@ -213,6 +227,9 @@ def find_completed(roots: str | Path | list[str | Path], key: str) -> Path | Non
             except (OSError, ValueError) as err:
                 _warn_unreadable(path, err)
                 continue
-            if isinstance(record, dict) and record.get("status") == "completed" and record_key(record) == key:
+            if not isinstance(record, dict) or record.get("status") != "completed" or record_key(record) != key:
+                continue
+            if completed_score(record) is not None:
                 return path
+            _warn_unreadable(path, f"completed, but its score {record.get('score')!r} is not a finite number")
     return None

@@ -48,6 +48,7 @@ from peftbench.record import (
     TUNING,
     VERBALIZER_KEYS,
     at_added_default,
+    completed_score,
     evaluation_seeds_from,
     reads_verbalizer_keys,
     record_key,
@@ -63,7 +64,7 @@ RUN_COLUMNS = [
     "status", "error", "method", "task", "model", "seed", "role", "evaluation_seeds_from", "run_key", "sweep", "design_key", "metric", "score",
     "setting", "precision", "lr", "select_score", "best_epoch", *(f"params.{k}" for k in PARAM_KEYS),
     "time_s", "peak_mem_mb", "train_examples_per_s", "train_time_s", "artefact_bytes", "inference_ratio",
-    "inference_ratio_merged", "lr_scale", "overrides", "finished_at", "n_dropped", "path",
+    "inference_ratio_merged", "lr_scale", "eval_samples", "overrides", "finished_at", "n_dropped", "path",
 ]  # fmt: skip
 CELL = ["task", "method", "model", "design_key", "setting"]
 #: config sections whose keys can make runs of one design differ (data size, epochs, batch size, ...)
@@ -75,12 +76,18 @@ VERBALIZER_SETTING = frozenset(f"task.{k}" for k in VERBALIZER_KEYS)
 SUMMARY_COLUMNS = [
     "task", "method", "model", "design_key", "setting", "label", "metric", "lr", "lr_grid", "lr_choice", "chosen",
     "select_score", "n", "dev_on", "n_tuning", "n_evaluation", "n_failed", "n_failed_grid", "median", "std", "mean", "ci_low", "ci_high",
-    "share_pct", "params_trainable", "params_stored", "params_paper", "seeds",
+    "share_pct", "params_trainable", "params_stored", "params_paper", "seeds", "eval_samples",
 ]  # fmt: skip
 MISSING = "—"
 PRECISION_KEY = "train.mixed_precision"
 #: a resolved ``mixed_precision`` as the report names it
 PRECISION_NAMES = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}
+#: the JSON type each field a reader relies on must have, where it is not null
+FIELD_TYPES = {
+    "method": str, "task": str, "model": str, "run_key": str, "seed": int, "params": dict, "metrics": dict,
+    "throughput": dict, "artefact": dict, "inference": dict, "config": dict, "history": list, "overrides": list,
+}  # fmt: skip
+JSON_NAMES = {str: "a string", int: "an integer", dict: "an object", list: "a list"}
 NO_LR = -1.0  # the grouping key of runs whose learning rate is unknown
 
 
@@ -126,8 +133,12 @@ def _read_record(path: Path) -> tuple[dict | None, str | None]:
         return None, f"missing required keys: {', '.join(missing)}"
     if record["status"] not in STATUSES:
         return None, f"unknown status {record['status']!r}"
-    if record["status"] == "completed" and not isinstance(record.get("score"), int | float):
-        return None, "completed record has no numeric score"
+    for key, kind in FIELD_TYPES.items():
+        value = record.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+            return None, f"{key} is {json.dumps(value)[:40]}, expected {JSON_NAMES[kind]}"
+    if record["status"] == "completed" and completed_score(record) is None:  # the rule resume follows too
+        return None, f"completed record whose score {record.get('score')!r} is not a finite number (resume reruns it)"
     return record, None
 
 
@@ -174,6 +185,13 @@ def _lr_scale(record: dict) -> float:
     return scale if scale is not None else 1.0
 
 
+def _eval_samples(record: dict) -> int | None:
+    """The record's ``data.max_eval_samples``: the size of the dev subset its score is on; None = the full dev set."""
+    data = (record.get("config") or {}).get("data")
+    value = _number(data.get("max_eval_samples")) if isinstance(data, dict) else None
+    return int(value) if value is not None and math.isfinite(value) else None
+
+
 def record_design(record: dict) -> object:
     """The record's `design`, with the template and label words of a verbalizer head added (`VERBALIZER_KEYS`,
     task keys that only the verbalizer reads): two templates are two designs, and a verbalizer run and a linear-head
@@ -212,6 +230,7 @@ def _flatten(record: dict, path: Path) -> dict:
         "inference_ratio": (record.get("inference") or {}).get("ratio"),
         "inference_ratio_merged": (record.get("inference") or {}).get("ratio_merged"),
         "lr_scale": _lr_scale(record),
+        "eval_samples": _eval_samples(record),
         "overrides": " ".join(map(shlex.quote, record["overrides"])) if isinstance(record.get("overrides"), list)
         else None,
         "finished_at": record.get("finished_at"),
@@ -255,8 +274,9 @@ def setting_labels(items: list[dict[str, str]]) -> list[str]:
 def load_records(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, list[Problem]]:
     """One row per run found under `dirs` (searched recursively for result.json), and the unusable records.
 
-    A record that cannot be used (unreadable, invalid JSON, missing required keys, a completed run without
-    a score) and a directory that does not exist become a `Problem`, never an exception.
+    A record that cannot be used (unreadable, invalid JSON, missing required keys, a field of the wrong type, a
+    completed run without a finite score: `record.completed_score`, the rule resume follows) and a directory that
+    does not exist become a `Problem`, never an exception.
     Records sharing a `run_key` are one run: the latest completed one (by `finished_at`) is kept, else the
     latest failed one; `n_dropped` counts the others per row and `df.attrs["duplicates_dropped"]` in total.
     `setting` names the config keys (data size, epochs, ...; not the lr) in which the runs of a task differ, so
@@ -268,8 +288,11 @@ def load_records(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, list[Problem
     for path in _record_files(dirs, problems):
         record, reason = _read_record(path)
         if record is not None:
-            rows.append(_flatten(record, path))
-        elif path.resolve() not in bad_files:  # a directory given twice reports its bad files once
+            try:
+                rows.append(_flatten(record, path))
+            except Exception as err:  # a field of a shape `_read_record` does not check: this record only
+                record, reason = None, f"malformed record: {type(err).__name__}: {err}"
+        if record is None and path.resolve() not in bad_files:  # a directory given twice reports its bad files once
             bad_files.add(path.resolve())
             problems.append(Problem(str(path), reason or "unusable record"))
 
@@ -342,6 +365,8 @@ def _cell_row(key: tuple, done: pd.DataFrame, n_failed: int, fallback: pd.DataFr
             for k in ("trainable", "stored", "paper")
         },
         "seeds": sorted(int(s) for s in dev["seed"]),
+        # one value per cell: runs on different dev subsets differ in their setting (data.max_eval_samples)
+        "eval_samples": source["eval_samples"].dropna().iloc[0] if source["eval_samples"].notna().any() else None,
     }  # fmt: skip
 
 
@@ -514,8 +539,8 @@ def markdown_table(summary: pd.DataFrame) -> str:
             continue
         seeds = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
         caption = (
-            f"Model {model}; median ± sample std ×100 over {seeds} seed(s) of completed runs on the full "
-            f"dev set ({metrics}); share = the paper's parameter count / base model"
+            f"Model {model}; median ± sample std ×100 over {seeds} seed(s) of completed runs on "
+            f"{dev_set_words(sub[sub['n'] > 0])} ({metrics}); share = the paper's parameter count / base model"
         )
         if sub["lr"].notna().any():
             caption += "; (lr …) = the cell's learning rate, chosen on the held-out split of train when it ran several"
@@ -527,6 +552,19 @@ def markdown_table(summary: pd.DataFrame) -> str:
         main, ci = _task_grid(sub, tasks, _format_cell), _task_grid(sub, tasks, _format_ci)
         parts.append("\n".join([*heading, *main, "", caption + ".", "", *ci, "", ci_caption]))
     return "\n\n".join(parts)
+
+
+def dev_set_words(cells: pd.DataFrame) -> str:
+    """What the cells' scores are on: "the full dev set", or the subset ``data.max_eval_samples`` made."""
+    sizes = cells["eval_samples"] if "eval_samples" in cells else pd.Series(dtype=float)
+    subsets = sorted({int(v) for v in sizes.dropna()})
+    if not subsets:
+        return "the full dev set"
+    if len(subsets) == 1 and sizes.notna().all():
+        return (f"a {subsets[0]:,}-example subset of the dev set, the same in every run "
+                f"(data.max_eval_samples={subsets[0]})")
+    return (f"the full dev set or a subset of it (data.max_eval_samples={', '.join(map(str, subsets))} where a "
+            "row's setting says so)")
 
 
 def markdown_lr_table(per_lr: pd.DataFrame) -> str:
@@ -712,13 +750,17 @@ def plot_budget_vs_score(df: pd.DataFrame, path: str | Path | None, task: str | 
 
 def claims_lines(dirs: Iterable[str | Path]) -> list[str]:
     """One line per run claimed under `dirs` (`peftbench.claims`): in flight (its process holds the claim) or
-    abandoned (the process died before its record; rerunning the sweep redoes it)."""
-    from peftbench.claims import IN_FLIGHT, list_claims
+    abandoned (the process died before its record; rerunning the sweep redoes it); a claim path that cannot be read
+    (a directory) is named."""
+    from peftbench.claims import IN_FLIGHT, UNREADABLE, list_claims
 
     lines = []
     for c in sorted(list_claims(dirs), key=lambda c: (c["state"], str(c.get("claimed_at")))):
         what = f"{c.get('method')}/{c.get('task')}/seed {c.get('seed')}"
         who = f"pid {c.get('pid')} on {c.get('host')} since {c.get('claimed_at')}, {c.get('run_dir')}"
+        if c["state"] == UNREADABLE:
+            lines.append(f"- {c['state']}: `{c['path']}` ({c['error']}); not a claim file a run can hold: remove it")
+            continue
         hint = "" if c["state"] == IN_FLIGHT else "; rerun the sweep to redo it"
         lines.append(f"- {c['state']}: {what} ({who}{hint})")
     return lines
@@ -843,6 +885,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(counts_line(df, problems))
     print(precision_line(df))
+    for line in problem_lines:
+        print(line)
     claimed = claims_lines(args.dirs)
     if claimed:
         print("runs without a record yet:")

@@ -74,8 +74,11 @@ def parse_layers(layers: str, num_layers: int | None) -> list[int]:
         return list(range(num_layers - n, num_layers)) if depth[1] == "top" else list(range(n))
     indices = [int(g) for g in span.groups()] if span else [int(i) for i in text.split(",")]
     bad = [i for i in indices if not -num_layers <= i < num_layers]
+    if span and bad and min(indices) >= 0:  # A-B names every layer between: 0-9 on 6 layers names 6, 7, 8, 9
+        bad = [i for i in range(indices[0], indices[1] + 1) if i >= num_layers]
     if bad:
-        raise SpecError(f"layers={layers!r} names layer(s) {bad}, but {has}")
+        named = f"{bad}" if len(bad) <= 12 else f"[{bad[0]}, ..., {bad[-1]}] ({len(bad)} layers)"
+        raise SpecError(f"layers={layers!r} names layer(s) {named}, but {has}")
     indices = [i + num_layers if i < 0 else i for i in indices]
     chosen = list(range(indices[0], indices[1] + 1)) if span else sorted(set(indices))
     if not chosen:

@@ -324,7 +324,8 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint
     main = get_task(task).main_metric
     history, best, best_state, step, seen, train_time = [], -math.inf, None, 0, 0, 0.0
     tokens = {"real": 0, "padded": 0}
-    start_epoch, skip, loss_sum, n_batches, resumed = 1, 0, 0.0, 0, ckpt.load(checkpoint)
+    start_epoch, skip, loss_sum, n_batches = 1, 0, 0.0, 0
+    resumed = ckpt.load(checkpoint, f"{cfg.method.name}/{task}/seed {cfg.seed}")
     named = dict(model.named_parameters())
     if resumed is not None:
         with torch.no_grad():

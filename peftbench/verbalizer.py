@@ -193,6 +193,16 @@ class VerbalizerModel(nn.Module):
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
+#: Class-name endings of transformers models that hold an LM head (what ``config.architectures`` names).
+LM_HEAD_CLASSES = ("ForMaskedLM", "ForCausalLM", "LMHeadModel", "WithLMHead", "ForPreTraining")
+
+
+def has_lm_head(architectures: list[str]) -> bool:
+    """Whether weights saved from these classes (a config's ``architectures``) include an LM head: a bare encoder
+    (MiniLM's ``BertModel``) or a classifier does not, and its LM head would be random."""
+    return any(str(name).endswith(LM_HEAD_CLASSES) for name in architectures)
+
+
 def lm_class(model_type: str):
     """AutoModelForMaskedLM or AutoModelForCausalLM for an architecture with an LM head in :mod:`peftbench.arch`."""
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM

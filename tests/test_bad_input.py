@@ -93,6 +93,7 @@ def test_layer_count_is_checked_against_the_model_with_one_reason():
     ("layers", "needle"),
     [("top:99", "asks for 99 layers, but the model has layers 0..1"), ("bottom:0", "bottom:N needs N >= 1"),
      ("1-0", "selects no layers"), ("2", "names layer(s) [2], but the model has layers 0..1"),
+     ("0-4", "names layer(s) [2, 3, 4], but"), ("1-99", "names layer(s) [2, ..., 99] (98 layers), but"),
      ("x", "not a layer selection")],
 )
 def test_parse_layers_gives_one_reason(layers, needle):
@@ -158,9 +159,11 @@ def test_odd_seeds_beyond_the_first_are_still_checked(capsys, tmp_path, seeds, n
     ("args", "root", "needle"),
     [(["-m"], "file", "is not a directory (records are written and resumed from there)"),
      (["-m"], "file/sub", "cannot be created"),
-     ([], "file", "is not a directory (resume searches it"),
-     ([], "file/sub", None),  # a single run only searches it for completed records, and there are none
-     (["resume=false"], "file", None)],  # a single run without resume never reads it
+     ([], "file", "is not a directory (resume searches it for records and a single run keeps its claim and "
+                  "checkpoint there)"),
+     ([], "file/sub", "cannot be created"),  # a single run keeps its claim and checkpoint there (issue 26)
+     (["resume=false"], "file", "is not a directory (a single run keeps its checkpoint there)"),
+     (["resume=false", "train.checkpoint=false"], "file", None)],  # a single run that never uses it
 )
 def test_results_root_that_is_a_file_fails_before_any_run(capsys, tmp_path, args, root, needle):
     (tmp_path / "file").write_text("not a folder")
@@ -358,3 +361,273 @@ def test_cli_accepts_multirun_flag_after_overrides_and_new_slots(tmp_path):
     assert record["status"] == "failed" and "missing" in record["error"]
     assert record["config"]["method"]["modules"]["extra"]["representation"] == ["ffn_w1"]
     assert "1 run(s) failed" in out.stderr
+
+
+# ----------------------------------------------------------------------- issue 26: hostile input, round two
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [("+train.epoch=5", "unknown key 'train.epoch'; valid keys of train: epochs, batch_size"),
+     ("+train.epoch=5", "did you mean train.epochs?"),
+     ("++data.max_train_sample=5", "unknown key 'data.max_train_sample'"),
+     ("+method.modules.attn.rank=4", "Key 'rank' not in 'ModuleSpec'"),
+     ("+nosuch=1", "unknown key 'nosuch'"),
+     ("+method.nosuch=1", "unknown key 'method.nosuch'")],
+)
+def test_a_key_added_with_plus_must_be_in_the_schema(override, needle):
+    """Defect 1: ``+train.epoch=5`` trained the default epochs and ``+train.nosuch=1`` changed the run key."""
+    assert needle in spec_error([override])
+
+
+def test_keys_added_with_plus_that_the_schema_allows_still_compose():
+    slot = ["+method.modules.extra.form=low_rank", "+method.modules.extra.representation=[ffn_w1]"]
+    assert to_specs(compose([*TINY, *slot])).method.modules["extra"].form == "low_rank"
+    assert to_specs(compose([*TINY, "+model.config.layer_norm_eps=1e-6"])).model.config["layer_norm_eps"] == 1e-6
+
+
+@pytest.mark.parametrize(
+    ("model", "overrides", "needle"),
+    [("tiny_bert", ["task.max_length=513"], "task.max_length=513 tokens per input, but model tiny_bert has 512 "
+                                            "positions (max_position_embeddings=512); valid: task.max_length <= 512"),
+     ("roberta_base", ["task.max_length=513"], "model roberta_base has 512 positions (max_position_embeddings=514 "
+                                               "less roberta's offset of 2: positions start at pad_token_id + 1)"),
+     ("tiny_roberta", ["task.max_length=514"], "model tiny_roberta has 513 positions"),  # its pad_token_id is 0
+     ("minilm", ["task.max_length=100000"], "model minilm has 512 positions"),  # its installed config.json
+     ("tiny_bert", ["method=prompt", "method.prompt.length=500"],
+      "task.max_length=128 + method.prompt.length=500 = 628 tokens per input, but model tiny_bert has 512")],
+)
+def test_lengths_beyond_the_models_positions_fail_at_compose(model, overrides, needle):
+    """Defect 2: a run trained on short batches, then failed at evaluation on a long one."""
+    assert needle in spec_error(overrides, model=model)
+
+
+@pytest.mark.parametrize(
+    ("model", "overrides"),
+    [("tiny_bert", ["task.max_length=512"]), ("roberta_base", ["task.max_length=512"]),
+     ("tiny_roberta", ["task.max_length=513"]), ("tiny_bert", ["method=prompt", "method.prompt.length=384"])],
+)
+def test_lengths_at_the_models_positions_compose(model, overrides):
+    to_specs(compose([f"model={model}", *overrides]))
+
+
+def test_results_root_through_a_symlink_loop_fails_before_any_run(capsys, tmp_path):
+    """Defect 3: ``Path.exists()`` is False on ELOOP, so the check walked up to a writable parent."""
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for root in ("loop", "loop/sub"):
+        message = validation_error(["-m", *TINY, f"results_root={tmp_path / root}"], capsys)
+        assert "cannot be checked: Too many levels of symbolic links" in message
+        assert "cannot be checked: Too many levels" in validation_error([*TINY, f"results_root={tmp_path / root}"],
+                                                                         capsys)
+
+
+def _record(path: Path, score, run_key: str = "key") -> Path:
+    from tests.test_report import make_record, write
+
+    record = make_record("lora", 0, 0.9, run_key=run_key)
+    record["score"] = score
+    return write(path, record)
+
+
+@pytest.mark.parametrize("score", [float("nan"), float("inf"), "0.9", None, True])
+def test_resume_and_report_agree_that_a_completed_record_without_a_finite_score_is_not_done(tmp_path, capsys,
+                                                                                           score):
+    """Defect 4: resume skipped a completed record whose score is NaN or a string (so its seed was never redone),
+    while the report dropped one and showed the other as a nan cell with "0 problems"."""
+    from peftbench.record import find_completed
+    from peftbench.report import load_records
+
+    path = _record(tmp_path / "runs" / "0", score)
+    assert find_completed([tmp_path / "runs"], "key") is None  # resume reruns it ...
+    assert str(path) in capsys.readouterr().err  # ... and says which record it passed over
+    df, problems = load_records([tmp_path / "runs"])
+    assert df.empty and [p.path for p in problems] == [str(path)]  # the report names the same record
+    assert "not a finite number (resume reruns it)" in problems[0].reason
+    good = _record(tmp_path / "runs" / "1", 0.9)
+    assert find_completed([tmp_path / "runs"], "key") == good
+
+    from peftbench.record import completed_score  # the one rule both follow
+
+    assert completed_score(json.loads(path.read_text())) is None
+    assert completed_score(json.loads(good.read_text())) == 0.9
+
+
+def test_the_report_names_malformed_records_and_claims_and_reports_the_rest(tmp_path, capsys):
+    """Defect 5: ``params: "many"`` (AttributeError), ``seed: "zero"`` (ValueError) and a claim path that is a
+    directory (IsADirectoryError) crashed the report; problems were listed in summary.md only."""
+    from peftbench.claims import CLAIMS_DIR
+    from peftbench.report import main
+    from tests.test_report import make_record, write
+
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        write(runs / f"good{seed}", make_record("lora", seed, 0.9))
+    bad = {"params": make_record("lora", 2, 0.9) | {"params": "many"},
+           "seed": make_record("lora", 3, 0.9) | {"seed": "zero"},
+           "metrics": make_record("lora", 4, 0.9) | {"metrics": [0.9]},
+           "nan": make_record("lora", 5, 0.9) | {"score": float("nan")}}
+    paths = {name: write(runs / name, record) for name, record in bad.items()}
+    (runs / CLAIMS_DIR / "x.json").mkdir(parents=True)
+    assert main([str(runs), "--out", str(tmp_path / "out"), "--bootstrap", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "2 completed, 0 failed, 0 duplicates dropped, 4 problems" in out
+    for name, path in paths.items():
+        (line,) = [line for line in out.splitlines() if str(path) in line]  # printed, not only in summary.md
+        assert name in line.split(str(path))[1], line
+    assert f"- unreadable: `{runs / CLAIMS_DIR / 'x.json'}` (Is a directory)" in out
+    assert "4 problems" in (tmp_path / "out" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("argv", [[*TINY, "seed=0,0"], [*TINY, "seed=0,1"], [*TINY, "method=lora,mam"]])
+def test_several_values_without_multirun_fail_in_one_line(capsys, argv):
+    """Defect 6: Hydra's 5-line "Ambiguous value" message and exit 1."""
+    key = argv[-1].split("=")[0]
+    message = validation_error(argv, capsys)
+    assert "gives several values, which only a sweep runs: add -m" in message and f"{key}=[...]" in message
+
+
+@pytest.mark.parametrize("multirun", [[], ["-m"]])
+def test_a_name_too_long_for_a_folder_fails_before_any_run(capsys, tmp_path, monkeypatch, multirun):
+    """Defect 6: a 300-character method.name raised ``OSError: File name too long`` in Hydra."""
+    monkeypatch.chdir(tmp_path)
+    message = validation_error([*multirun, *TINY, "method.name=" + "x" * 300, f"results_root={tmp_path}"], capsys)
+    key = "hydra.sweep.subdir" if multirun else "hydra.run.dir"
+    assert message.startswith(f"peftbench: error: {key}=") and "over the file system's limit of 255" in message
+
+
+def _read_only(monkeypatch, folder: Path) -> None:
+    """`folder` as on a read-only mount (or ``chattr +i``): no write access, whoever asks (root included)."""
+    real = os.access
+
+    def access(path, mode, *args, **kwargs):
+        inside = Path(path) == folder or folder in Path(path).parents
+        return False if inside and mode & os.W_OK else real(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [(["hydra.run.dir=RO/run"], "hydra.run.dir='RO/run' cannot be created: {ro} is not a writable directory"),
+     (["-m", "hydra.sweep.dir=RO/sweep"], "hydra.sweep.dir='RO/sweep' cannot be created"),
+     (["-m", "results_root=RO"], "results_root='RO': no permission to read and write"),
+     (["results_root=RO"], "results_root='RO': no permission to read and write"),  # defect 7: as a sweep
+     (["results_root=RO/sub"], "results_root='RO/sub' cannot be created"),
+     (["resume=false", "results_root=RO"], "(a single run keeps its checkpoint there)")],
+)
+def test_folders_on_a_read_only_mount_fail_before_any_run(capsys, tmp_path, monkeypatch, args, needle):
+    """Defects 6 and 7: Hydra raised ``OSError: Read-only file system``; a single run warned, ran unclaimed and
+    exited 0 where a sweep exits 2."""
+    (tmp_path / "RO").mkdir()
+    _read_only(monkeypatch, tmp_path / "RO")
+    monkeypatch.chdir(tmp_path)
+    assert needle.format(ro=tmp_path / "RO") in validation_error([*TINY, *args], capsys)
+
+
+def test_a_single_run_that_never_uses_results_root_does_not_check_it(tmp_path, monkeypatch):
+    (tmp_path / "RO").mkdir()
+    _read_only(monkeypatch, tmp_path / "RO")
+    monkeypatch.chdir(tmp_path)
+    cli.validate_command_line([*TINY, "resume=false", "train.checkpoint=false", "results_root=RO"])
+
+
+@pytest.mark.parametrize("merged", [False, True])
+def test_export_onto_an_existing_file_fails_in_one_line(tmp_path, capsys, monkeypatch, merged):
+    """Defect 6: ``--to peft <existing file>`` raised FileExistsError after loading the model."""
+    import peftbench.export
+    from peftbench import load_method
+    from peftbench.models import ModelSpec
+
+    def load_run(run_dir):  # a LoRA run's model, as `artefacts.load_run` gives it (no training needed)
+        model = tiny_model("bert")
+        model.peftbench_run = {"specs": SimpleNamespace(method=load_method("lora"), model=ModelSpec()),
+                               "tokenizer": SimpleNamespace(save_pretrained=lambda out: None)}
+        return model
+
+    monkeypatch.setattr(peftbench.export, "load_run", load_run)
+    (tmp_path / "out").write_text("")
+    args = [str(tmp_path / "run"), "--merged" if merged else "--to", *([] if merged else ["peft"])]
+    assert peftbench.export.main([*args, str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("peftbench.export: error: OUT") and "is a file" in err, err
+
+
+def test_the_caption_names_the_dev_subset(tmp_path):
+    """Defect 8: "on the full dev set" in a report of runs made with data.max_eval_samples=64."""
+    from peftbench.report import load_records, markdown_table, summarize
+    from tests.test_report import make_record, write
+
+    for seed in (0, 1):
+        record = make_record("lora", seed, 0.9)
+        record["config"]["data"] = {"max_eval_samples": 64}
+        write(tmp_path / "sub" / str(seed), record)
+        write(tmp_path / "full" / str(seed), make_record("lora", seed, 0.9))
+    table = markdown_table(summarize(load_records([tmp_path / "sub"])[0]))
+    assert "on a 64-example subset of the dev set, the same in every run (data.max_eval_samples=64)" in table
+    assert "full dev set" not in table
+    assert "on the full dev set" in markdown_table(summarize(load_records([tmp_path / "full"])[0]))
+
+
+# ----------------------------------------------------------------- issue 26: unclear messages made clear
+
+
+def test_a_glue_dir_that_is_a_file_and_a_split_that_is_a_directory_say_so(tmp_path):
+    from peftbench.data import load_glue, pick_source
+
+    (tmp_path / "file").write_text("")
+    (tmp_path / "glue" / "SST-2" / "train.tsv").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"GLUE directory .*file is a file, not a folder"):
+        load_glue("sst2", glue_dir=tmp_path / "file", source="local")
+    with pytest.raises(DataError, match=r"needs the file .*SST-2/train\.tsv, which is a directory"):
+        load_glue("sst2", glue_dir=tmp_path / "glue", source="local")
+    assert "is a file, not a folder" in pick_source("sst2", tmp_path / "file")[1]
+    assert "train.tsv is a directory, not a file" in pick_source("sst2", tmp_path / "glue")[1]
+
+
+def test_a_corrupt_checkpoint_is_said_to_be_discarded_not_resumed(tmp_path, capsys):
+    import peftbench.checkpoint as ckpt
+
+    path = tmp_path / "run.pt"
+    path.write_bytes(b"not a checkpoint")
+    assert ckpt.load(path, "lora/sst2/seed 0") is None
+    captured = capsys.readouterr()
+    assert "resuming" not in captured.out + captured.err
+    assert f"lora/sst2/seed 0: its checkpoint {path} cannot be read" in captured.err
+    assert "discarded: the run starts over" in captured.err
+    ckpt.save(path, {"epoch": 2, "batch": 3})
+    assert ckpt.load(path, "lora/sst2/seed 0") == {"epoch": 2, "batch": 3}
+    assert "lora/sst2/seed 0: resuming from its checkpoint" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_run_with_a_corrupt_checkpoint_says_it_starts_over(tmp_path, glue_dir):
+    """"resuming from its checkpoint" was printed before the corrupt checkpoint was silently discarded."""
+    from peftbench.checkpoint import CHECKPOINTS_DIR
+    from peftbench.config import as_plain
+    from peftbench.record import run_key
+
+    args = [*TINY, "data.max_train_samples=32", "data.held_out=8", "data.max_eval_samples=16", "train.epochs=1",
+            "train.inference_batches=0", "save=none", "train.mixed_precision=no", f"data.glue_dir={glue_dir}"]
+    key = run_key(as_plain(compose(args)))  # fp32 as requested is fp32 as resolved, whichever key holds it
+    (tmp_path / "runs" / CHECKPOINTS_DIR).mkdir(parents=True)
+    (tmp_path / "runs" / CHECKPOINTS_DIR / f"{key}.pt").write_bytes(b"not a checkpoint")
+    out = run_cli(tmp_path, *args, "results_root=runs", "hydra.run.dir=run")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["run_key"] == key  # the checkpoint it found
+    assert "resuming" not in out.stdout + out.stderr
+    assert f"its checkpoint {tmp_path / 'runs' / CHECKPOINTS_DIR / key}.pt cannot be read" in out.stderr
+    assert "discarded: the run starts over" in out.stderr
+
+
+def test_an_unquoted_non_ascii_value_gets_the_hint_to_quote_it(capsys):
+    message = validation_error([*TINY, "task.label_words=[schlecht,großartig]"], capsys)
+    assert "LexerNoViableAltException" in message and "quote the value" in message
+    assert "\"task.label_words=[schlecht,'großartig']\"" in message
+    specs = to_specs(compose([*TINY, "method.head=verbalizer", "task.label_words=[schlecht,'großartig']"]))
+    assert specs.task.label_words == ["schlecht", "großartig"]  # the suggested form works
+
+
+def test_a_verbalizer_without_an_lm_head_is_refused_at_compose():
+    assert spec_error(["method.head=verbalizer"], model="minilm").startswith(
+        "model minilm has no pretrained LM head (its weights are BertModel)")
+    to_specs(compose([*TINY, "method.head=verbalizer"]))  # random weights: its LM head is built, not missing

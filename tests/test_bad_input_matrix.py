@@ -103,8 +103,34 @@ CASES = [
      "gives 1 words for 2 labels"),
     ("word init without words", ["method=prefix", "method.modules.attn.init=words"], None, 2,
      "init=words starts a prefix from the frozen model's keys/values"),
-    ("verbalizer without an LM head", ["model=minilm", "method.head=verbalizer"], sst2(), 1,
-     "model minilm has no pretrained LM head"),
+    ("verbalizer without an LM head", ["model=minilm", "method.head=verbalizer"], None, 2,
+     "model minilm has no pretrained LM head (its weights are BertModel); head=verbalizer needs one"),
+    # issue 26: hostile input, round two
+    ("typo'd key added with +", ["+train.epoch=5"], None, 2,
+     "unknown key 'train.epoch'; valid keys of train: epochs, batch_size"),
+    ("unknown key added with + to a section", ["+train.nosuch=1"], None, 2, "unknown key 'train.nosuch'"),
+    ("max_length beyond the positions", ["task.max_length=100000"], None, 2,
+     "task.max_length=100000 tokens per input, but model tiny_bert has 512 positions (max_position_embeddings=512)"),
+    ("prompt beyond the positions", ["method=prompt", "method.prompt.length=600"], None, 2,
+     "task.max_length=128 + method.prompt.length=600 = 728 tokens per input, but model tiny_bert has 512 positions"),
+    ("results_root through a symlink loop", ["-m", "seed=0", "results_root=LOOP/sub"], None, 2,
+     "results_root='LOOP/sub' cannot be checked: Too many levels of symbolic links"),
+    ("a sweep without -m", ["seed=0,0"], None, 2, "seed=0,0 gives several values, which only a sweep runs: add -m"),
+    ("a method name too long for a folder", ["-m", "seed=0", "method.name=" + "x" * 300], None, 2,
+     "cannot be created: its folder name 0_xxxx"),
+    ("hydra.run.dir that cannot be created", ["hydra.run.dir=FILE/run"], None, 2,
+     "hydra.run.dir='FILE/run' cannot be created"),
+    ("hydra.sweep.dir that cannot be created", ["-m", "seed=0", "hydra.sweep.dir=FILE/sweep"], None, 2,
+     "hydra.sweep.dir='FILE/sweep' cannot be created"),
+    ("results_root under a file, single run", ["results_root=FILE/sub"], None, 2,
+     "results_root='FILE/sub' cannot be created: "),
+    ("unquoted non-ASCII value", ["task.label_words=[schlecht,großartig]"], None, 2,
+     "quote the value, e.g. \"task.label_words=[schlecht,'großartig']\""),
+    ("a span of layers beyond the model", ["method.modules.attn.layers=0-3"], None, 2,
+     "layers='0-3' names layer(s) [2, 3], but model tiny_bert has layers 0..1"),
+    ("GLUE folder that is a file", ["data=local", "data.glue_dir=FILE"], None, 1, "FILE is a file, not a folder"),
+    ("train.tsv that is a directory", ["data=local"], lambda glue, shared: (glue / "SST-2" / "train.tsv").mkdir(
+        parents=True), 1, "needs the file"),
 ]
 
 
@@ -129,11 +155,12 @@ def test_bad_input(
     args: list[str], glue, code: int, needle: str,
 ) -> None:  # fmt: skip
     (tmp_path / "FILE").write_text("")
+    (tmp_path / "LOOP").symlink_to("LOOP")  # a symlink to itself: any path through it fails with ELOOP
     data = [f"data.cache_dir={tmp_path / 'cache'}"]
     if glue is not None:
         glue(tmp_path / "glue", glue_dir)
         data.append(f"data.glue_dir={tmp_path / 'glue'}")
-    single = [] if "-m" in args else ["hydra.run.dir=run"]
+    single = [] if "-m" in args or any(a.startswith("hydra.run.dir=") for a in args) else ["hydra.run.dir=run"]
     run = [a for a in RUN if not (a.startswith("model=") and any(b.startswith("model=") for b in args))]
     argv = [*run, *data, *single, *args]
     if "-m" not in args and not any(a.startswith("results_root=") for a in args):

@@ -88,7 +88,7 @@ def test_report_prints_claims_but_keeps_them_out_of_summary_md(tmp_path: Path, c
 
 
 def test_find_completed_searches_every_root_once(tmp_path: Path) -> None:
-    write_record({"status": "completed", "run_key": "abc"}, tmp_path / "sweep" / "0")
+    write_record({"status": "completed", "run_key": "abc", "score": 0.9}, tmp_path / "sweep" / "0")
     write_record({"status": "failed", "run_key": "def"}, tmp_path / "root" / "0")
     assert find_completed([tmp_path / "root", tmp_path / "sweep"], "abc") == tmp_path / "sweep" / "0" / "result.json"
     assert find_completed([tmp_path / "root", tmp_path / "missing"], "abc") is None
@@ -98,7 +98,7 @@ def test_find_completed_searches_every_root_once(tmp_path: Path) -> None:
 def test_resume_names_a_corrupt_record_once_and_passes_over_it(tmp_path: Path, capsys) -> None:
     (tmp_path / "0").mkdir()
     (tmp_path / "0" / "result.json").write_text('{"status": "completed", "run_k')  # a half-copied record
-    write_record({"status": "completed", "run_key": "abc"}, tmp_path / "1")
+    write_record({"status": "completed", "run_key": "abc", "score": 0.9}, tmp_path / "1")
     assert find_completed(tmp_path, "abc") == tmp_path / "1" / "result.json"
     assert find_completed(tmp_path, "xyz") is None
     err = capsys.readouterr().err.strip().splitlines()
@@ -225,10 +225,12 @@ def test_resume_reruns_under_fp32_a_configuration_recorded_in_bf16(tmp_path: Pat
     config = {"seed": 0, "method": {"name": "lora"}, "task": {"name": "sst2"}, "train": {"mixed_precision": "auto"}}
     pinned = {**config, "train": {"mixed_precision": "no"}}
     blind = run_key(config)
-    write_record({"status": "completed", "run_key": blind, "config": config, "mixed_precision": "bf16"}, tmp_path / "b")
+    write_record({"status": "completed", "run_key": blind, "score": 0.9, "config": config, "mixed_precision": "bf16"},
+                 tmp_path / "b")
     assert run_key(pinned, "no") != run_key(config, "bf16")
     assert find_completed(tmp_path, run_key(pinned, "no")) is None  # bf16 is not done for fp32: rerun
     assert find_completed(tmp_path, run_key(config, "bf16")) == tmp_path / "b" / "result.json"
-    write_record({"status": "completed", "run_key": blind, "config": config, "mixed_precision": "no"}, tmp_path / "f")
+    write_record({"status": "completed", "run_key": blind, "score": 0.9, "config": config, "mixed_precision": "no"},
+                 tmp_path / "f")
     assert find_completed(tmp_path, run_key(pinned, "no")) == tmp_path / "f" / "result.json"
     assert run_key(config, "no") == run_key(pinned, "no")  # auto resolved to fp32 and a pinned fp32: one run
