@@ -324,7 +324,7 @@ def compare(committed: dict[str, Any], rerun: dict[str, Any], key: str | None = 
     if rerun.get("status") != "completed":
         return Outcome(False, None, notes=[f"rerun {rerun.get('status')}: {rerun.get('error')}"])
     if rerun.get("verify_exit"):
-        out.notes.append(f"the rerun wrote its record but exited {rerun['verify_exit']} (see its log)")
+        out.notes.append(f"the rerun wrote its record but exited {rerun['verify_exit']}")
     if rerun.get("run_key") != (key or record_key(committed)):
         out.identical = False
         out.notes.append("the rerun's run key differs from the record's")
@@ -397,13 +397,14 @@ def rerun(plan_: Plan, folder: Path) -> dict[str, Any]:
         log.flush()
         done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
     path = run_dir / RECORD
+    errors = [ln for ln in (folder / "rerun.log").read_text(errors="replace").splitlines() if "error" in ln.lower()]
+    last = (errors[-1:] or ["no error line in its output"])[0].strip()[-300:]
     if path.is_file():
         record = json.loads(path.read_text())
         if done.returncode != 0:
-            record["verify_exit"] = done.returncode
+            record["verify_exit"] = f"{done.returncode} ({last})"
         return record
-    tail = (folder / "rerun.log").read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-    return {"status": "failed", "error": f"exit {done.returncode}, no record ({tail[0][-300:]})"}
+    return {"status": "failed", "error": f"exit {done.returncode}, no record ({last})"}
 
 
 def _resolve(path: Path) -> Path:
