@@ -165,7 +165,11 @@ def decide(e: Expectation, row: pd.Series, p_holm: float) -> stats.Decision:
         needed = stats.seeds_needed_equivalence(e.margin, sd)
     else:
         needed = stats.seeds_needed(e.effect, sd)
-    return stats.decide(e.sign, paired, p_holm, equivalence, float(row["mdd"]), needed)
+    decision = stats.decide(e.sign, paired, p_holm, equivalence, float(row["mdd"]), needed)
+    if paired.n < stats.MIN_PAIRS_T and decision.outcome == UNDERPOWERED:  # say why nothing could be computed
+        return stats.Decision(UNDERPOWERED, f"underpowered ({paired.n} seed pair{'s' * (paired.n != 1)}: no paired "
+                              f"test below {stats.MIN_PAIRS_T}" + (", no sd to size it" if paired.n < 2 else "") + ")")
+    return decision
 
 
 def claim_verdict(outcomes: Iterable[str], needed: Iterable[int | None] = ()) -> str:
@@ -371,7 +375,7 @@ def build(
     results: Path, variant: str = "cpu", n_resamples: int = stats.N_RESAMPLES
 ) -> tuple[str, pd.DataFrame]:
     """FINDINGS.md's generated part and the table of claim verdicts (one row per claim: statement, experiment,
-    source, verdict, and how many of its comparisons agree / disagree / are inconclusive)."""
+    source, verdict, provisional, and how many of its comparisons have each outcome of `OUTCOMES`)."""
     frames = {experiment: _experiment_records(results, experiment, variant) for experiment in EXPERIMENTS}
     # an experiment whose grid has not completed gives provisional verdicts: a cell may lack seeds or lrs
     unfinished = {
