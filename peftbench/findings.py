@@ -154,9 +154,10 @@ PAPER_TABLE2 = {
 # ---- verdicts ------------------------------------------------------------------------------------------------
 
 
-def decide(e: Expectation, row: pd.Series, p_holm: float) -> stats.Decision:
+def decide(e: Expectation, row: pd.Series, p_holm: float) -> tuple[stats.Decision, float, int | None]:
     """One comparison's outcome (`stats.decide`) from its row (`compare.COMPARISON_COLUMNS`), its Holm-adjusted
-    t-test p and the expectation's declared effect or margin; the seeds needed come from the row's paired sd."""
+    t-test p and the expectation's declared effect or margin, with the TOST p (NaN for a directional expectation)
+    and the seeds needed (from the row's paired sd)."""
     paired = stats.PairedTest(int(row["n_pairs"]), float(row["mean_diff"]), float(row["diff_ci_low"]),
                               float(row["diff_ci_high"]), float(row["p_t"]), float(row["p_wilcoxon"]))  # fmt: skip
     sd, equivalence = float(row["sd_diff"]), None
@@ -167,9 +168,10 @@ def decide(e: Expectation, row: pd.Series, p_holm: float) -> stats.Decision:
         needed = stats.seeds_needed(e.effect, sd)
     decision = stats.decide(e.sign, paired, p_holm, equivalence, float(row["mdd"]), needed)
     if paired.n < stats.MIN_PAIRS_T and decision.outcome == UNDERPOWERED:  # say why nothing could be computed
-        return stats.Decision(UNDERPOWERED, f"underpowered ({paired.n} seed pair{'s' * (paired.n != 1)}: no paired "
-                              f"test below {stats.MIN_PAIRS_T}" + (", no sd to size it" if paired.n < 2 else "") + ")")
-    return decision
+        decision = stats.Decision(UNDERPOWERED, f"underpowered ({paired.n} seed pair{'s' * (paired.n != 1)}: no "
+                                  f"paired test below {stats.MIN_PAIRS_T}"
+                                  + (", no sd to size it" if paired.n < 2 else "") + ")")  # fmt: skip
+    return decision, equivalence.p if equivalence else math.nan, needed
 
 
 def claim_verdict(outcomes: Iterable[str], needed: Iterable[int | None] = ()) -> str:
@@ -240,10 +242,7 @@ def check_claim(
     p_holm = stats.holm([r["p_t"] for r in rows])
     for r, p in zip(rows, p_holm, strict=True):
         e = r.pop("_e")
-        decision = decide(e, pd.Series(r), p)
-        tost = stats.tost_paired(r["_a_scores"], r["_b_scores"], e.margin).p if e.sign == 0 else math.nan
-        sd = float(r["sd_diff"])
-        needed = stats.seeds_needed_equivalence(e.margin, sd) if e.sign == 0 else stats.seeds_needed(e.effect, sd)
+        decision, tost, needed = decide(e, pd.Series(r), p)
         r.update({"p_holm": p, "p_tost": tost, "margin": e.margin if e.sign == 0 else math.nan,
                   "effect": e.effect if e.sign else math.nan, "seeds_needed": needed,
                   "outcome": decision.outcome, "text": decision.text})  # fmt: skip

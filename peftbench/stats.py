@@ -114,15 +114,21 @@ class PairedTest:
     p_wilcoxon: float
 
 
+def _aligned(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """`a` and `b` as float arrays, checked to be aligned 1-D (one entry per seed pair); `name` is the caller's."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"{name} needs two aligned 1-D arrays, got shapes {a.shape} and {b.shape}")
+    return a, b
+
+
 def paired_test(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> PairedTest:
     """Paired statistics of ``d = a − b`` (aligned arrays, one entry per seed pair); see the module docstring.
 
     The CI needs 2 pairs, the t-test (``ttest_rel``) 3, Wilcoxon 6; NaN below. Identical pairs (every d = 0)
     have p = 1 where scipy would return NaN.
     """
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"paired_test needs two aligned 1-D arrays, got shapes {a.shape} and {b.shape}")
+    a, b = _aligned(a, b, "paired_test")
     d = a - b
     n = len(d)
     mean = float(d.mean()) if n else math.nan
@@ -372,9 +378,7 @@ def tost_paired(
     """
     if not (math.isfinite(margin) and margin > 0):
         raise ValueError(f"an equivalence margin must be positive and finite, got {margin}")
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"tost_paired needs two aligned 1-D arrays, got shapes {a.shape} and {b.shape}")
+    a, b = _aligned(a, b, "tost_paired")
     d = a - b
     n = len(d)
     mean = float(d.mean()) if n else math.nan
