@@ -461,7 +461,7 @@ def selection_score(record: dict) -> float:
     """What a sweeper may optimise: the held-out selection score of the epoch the run kept (never the dev score);
     for a run skipped on resume, its completed record's; NaN for a run without one (failed, or
     data.select_on=last), which optuna counts as a failed trial."""
-    from peftbench.report import selection_score as held_out
+    from peftbench.record import selection_score as held_out
 
     if record.get("status") == "skipped" and record.get("path"):
         import json

@@ -23,7 +23,6 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 ARTEFACT = "modules.safetensors"
-SAVE_MODES = ("auto", "none", "modules", "full")
 
 
 class ArtefactError(ValueError):

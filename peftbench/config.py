@@ -27,6 +27,8 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 MIN_MAX_LENGTH = 8  # room for the special tokens and a few of each segment's tokens
 SELECT_ON = ("held_out", "last")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+#: what ``save`` may ask a run to leave beside its record (`peftbench.artefacts`)
+SAVE_MODES = ("auto", "none", "modules", "full")
 #: The config group (registered below, no YAML) that creates the new slot of ``+method.modules.<slot>.*``.
 NEW_SLOT_GROUP = "method_slot"
 
@@ -170,8 +172,6 @@ class RunConfig:
     evaluation_seeds_from: int = 100
 
     def __post_init__(self) -> None:
-        from peftbench.artefacts import SAVE_MODES
-
         _require(0 <= self.seed < 2**32, f"seed={self.seed} must lie in [0, 2**32)")
         _require(self.evaluation_seeds_from >= 1, f"evaluation_seeds_from={self.evaluation_seeds_from} must be "
                  ">= 1 (seeds below it tune the lr, seeds from it on are evaluated)")

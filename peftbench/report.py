@@ -47,6 +47,7 @@ from peftbench.record import (
     NOT_IN_KEY,
     TUNING,
     VERBALIZER_KEYS,
+    as_float,
     at_added_default,
     completed_score,
     evaluation_seeds_from,
@@ -54,6 +55,7 @@ from peftbench.record import (
     record_key,
     record_precision,
     seed_role,
+    selection_score,
 )
 
 RECORD_NAME = "result.json"
@@ -142,53 +144,31 @@ def _read_record(path: Path) -> tuple[dict | None, str | None]:
     return record, None
 
 
-def _number(value: object) -> float | None:
-    try:
-        return float(value) if value is not None and not isinstance(value, bool) else None
-    except (TypeError, ValueError):
-        return None
-
-
 def record_lr(record: dict) -> float | None:
     """The learning rate a run used: the record's `lr`; for a failed run (no `lr`) the resolved config's
     ``train.lr``, else the method preset's ``method.lr``."""
-    if _number(record.get("lr")) is not None:
-        return _number(record["lr"])
+    if as_float(record.get("lr")) is not None:
+        return as_float(record["lr"])
     config = record.get("config")
     for section in ("train", "method"):
         node = config.get(section) if isinstance(config, dict) else None
-        lr = _number(node.get("lr")) if isinstance(node, dict) else None
+        lr = as_float(node.get("lr")) if isinstance(node, dict) else None
         if lr is not None:
             return lr
     return None
 
 
-def selection_score(record: dict) -> float | None:
-    """The held-out selection score (``select[metric]``, 0–1) of the epoch a run kept: the last history entry
-    marked ``best: true`` (training marks each improvement), else the max over epochs; None without any."""
-    metric = record.get("metric")
-    history = [
-        h for h in record.get("history") or [] if isinstance(h, dict) and isinstance(h.get("select"), dict)
-    ]
-    values = [(bool(h.get("best")), _number(h["select"].get(metric))) for h in history]
-    kept = [v for best, v in values if best and v is not None]
-    if kept:
-        return kept[-1]
-    scores = [v for _, v in values if v is not None]
-    return max(scores) if scores else None
-
-
 def _lr_scale(record: dict) -> float:
     """The record's ``train.lr_scale`` (1 in a record written before the key existed)."""
     train = (record.get("config") or {}).get("train")
-    scale = _number(train.get("lr_scale")) if isinstance(train, dict) else None
+    scale = as_float(train.get("lr_scale")) if isinstance(train, dict) else None
     return scale if scale is not None else 1.0
 
 
 def _eval_samples(record: dict) -> int | None:
     """The record's ``data.max_eval_samples``: the size of the dev subset its score is on; None = the full dev set."""
     data = (record.get("config") or {}).get("data")
-    value = _number(data.get("max_eval_samples")) if isinstance(data, dict) else None
+    value = as_float(data.get("max_eval_samples")) if isinstance(data, dict) else None
     return int(value) if value is not None and math.isfinite(value) else None
 
 
