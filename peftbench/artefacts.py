@@ -72,8 +72,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.n
     from transformers import set_seed
 
     from peftbench.data import get_task
-    from peftbench.inject import apply_method, export_reparameterisations
     from peftbench.models import load_model, load_tokenizer
+    from peftbench.space.inject import apply_method, export_reparameterisations
     from peftbench.train import verbalizer_template
 
     run_dir = Path(run_dir)

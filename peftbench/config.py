@@ -21,9 +21,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from peftbench.models import ModelSpec, model_config, resolve_source
-from peftbench.space import MethodSpec, ModuleSpec, SpecError, parse_layers
+from peftbench.space.presets import CONF_DIR
+from peftbench.space.spec import MethodSpec, ModuleSpec, SpecError, parse_layers
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 MIN_MAX_LENGTH = 8  # room for the special tokens and a few of each segment's tokens
 SELECT_ON = ("held_out", "last")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
@@ -272,7 +272,7 @@ def check_known_keys(cfg: DictConfig, where: str = "") -> None:
 def check_verbalizer(specs: RunConfig) -> None:
     """The task has a template naming its fields and one label word per label; the model has an LM head mapping."""
     from peftbench.data import get_task
-    from peftbench.verbalizer import check_template, has_lm_head, lm_class
+    from peftbench.space.verbalizer import check_template, has_lm_head, lm_class
 
     info = get_task(specs.task.name)
     check_template(info.name, specs.task.template, specs.task.label_words, info.text_fields, info.num_labels)
@@ -321,7 +321,7 @@ def position_limit(spec: ModelSpec) -> tuple[int, str] | None:
     """The most tokens one input may have in this model, and why (its ``max_position_embeddings``, less
     RoBERTa's offset), for architectures with a table of learned positions; None where there is none (rotary
     positions: Llama) or the config is not at hand cheaply."""
-    from peftbench.arch import ARCHITECTURES
+    from peftbench.space.arch import ARCHITECTURES
 
     config = config_at_hand(spec, gguf=False)
     arch = ARCHITECTURES.get(getattr(config, "model_type", None))

@@ -406,8 +406,8 @@ def tokenize_glue(
 ) -> DatasetDict:
     """Tokenise every split (one sentence or a pair, truncated to `max_length`, not padded), cached on disk.
 
-    With `template` (a `peftbench.verbalizer.Template`) each example is written into the template as one
-    sequence, cut in its text, never in the template (`peftbench.verbalizer.encode`).
+    With `template` (a `peftbench.space.verbalizer.Template`) each example is written into the template as one
+    sequence, cut in its text, never in the template (`peftbench.space.verbalizer.encode`).
 
     Returns `input_ids`, `attention_mask`, `token_type_ids` (when the tokenizer makes them) and `labels`;
     the text columns and `idx` are dropped (rows keep their order, so `dsd[split]["idx"]` still applies).
@@ -428,7 +428,7 @@ def tokenize_glue(
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
         if template is not None:
-            from peftbench.verbalizer import encode as encode_template
+            from peftbench.space.verbalizer import encode as encode_template
 
             return encode_template(template, tokenizer, batch, max_length)
         texts = [batch[field] for field in info.text_fields]

@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from peftbench.arch import arch_for
 from peftbench.artefacts import ArtefactError, load_run
-from peftbench.modules import ParallelLinear
-from peftbench.space import WEIGHT_REPRESENTATIONS, MethodSpec
+from peftbench.space.arch import arch_for
+from peftbench.space.modules import ParallelLinear
+from peftbench.space.spec import WEIGHT_REPRESENTATIONS, MethodSpec
 
 PEFT_CAN = ("LoRA-form modules: form=low_rank, insertion=parallel, composition add or a fixed scale, on "
             f"{', '.join(WEIGHT_REPRESENTATIONS)}, one rank and scale, head=linear, no other base parameter trained")

@@ -24,7 +24,6 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from peftbench import checkpoint as ckpt
-from peftbench.arch import arch_for
 from peftbench.batching import length_sorted_order, row_lengths, train_sampler
 from peftbench.config import RunConfig
 from peftbench.data import (
@@ -36,12 +35,13 @@ from peftbench.data import (
     subsample,
     tokenize_glue,
 )
-from peftbench.inject import MethodReport, apply_method, export_reparameterisations, head_modules
 from peftbench.latency import inference_cost
 from peftbench.metrics import compute_glue_metrics
 from peftbench.models import load_model, load_tokenizer, model_config
-from peftbench.prefix import PrefixEncoder, PrefixHeads
-from peftbench.prompts import PromptInserter
+from peftbench.space.arch import arch_for
+from peftbench.space.inject import MethodReport, apply_method, export_reparameterisations, head_modules
+from peftbench.space.prefix import PrefixEncoder, PrefixHeads
+from peftbench.space.prompts import PromptInserter
 
 #: what a record can promise about a rerun with the same seed, by device and precision (README, "Long sweeps")
 DETERMINISM = {
@@ -139,7 +139,7 @@ def set_output_bias(model: torch.nn.Module, value: float) -> None:
 
 def verbalizer_template(cfg: RunConfig, tokenizer):
     """The task's template resolved for this model's tokenizer (masked or causal LM by its architecture)."""
-    from peftbench.verbalizer import check_template, lm_class, resolve_template
+    from peftbench.space.verbalizer import check_template, lm_class, resolve_template
 
     info = get_task(cfg.task.name)
     check_template(info.name, cfg.task.template, cfg.task.label_words, info.text_fields, info.num_labels)

@@ -18,7 +18,7 @@ import peftbench.record
 from peftbench.config import compose, one_line_error, to_specs
 from peftbench.data import DataError, read_glue_tsv
 from peftbench.record import write_record
-from peftbench.space import ModuleSpec, SpecError, parse_layers
+from peftbench.space.spec import ModuleSpec, SpecError, parse_layers
 from tests.conftest import tiny_model
 
 TINY = ["model=tiny_bert"]
@@ -103,8 +103,8 @@ def test_parse_layers_gives_one_reason(layers, needle):
 
 
 def test_layers_beyond_the_model_fail_at_injection_with_one_reason():
-    from peftbench.inject import apply_method
-    from peftbench.space import MethodSpec
+    from peftbench.space.inject import apply_method
+    from peftbench.space.spec import MethodSpec
 
     with pytest.raises(SpecError) as err:
         apply_method(tiny_model("bert"), MethodSpec(modules={"a": ModuleSpec(layers="top:99")}))

@@ -117,7 +117,7 @@ def stub_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
         trained.append(specs.method.name)
         return {"metrics": {"accuracy": 0.5}, "score": 0.5, "metric": "accuracy"}
 
-    from peftbench.inject import MethodReport
+    from peftbench.space.inject import MethodReport
 
     report = MethodReport(method="lora", trainable=2, stored=2, paper=1, base=100, head=1, paper_share=0.01)
     monkeypatch.setattr(peftbench.train, "prepare", lambda specs: SimpleNamespace(

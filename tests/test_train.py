@@ -13,7 +13,7 @@ from datasets import Dataset
 from transformers import get_linear_schedule_with_warmup
 
 from peftbench import apply_method, load_method, train
-from peftbench.prefix import PrefixHeads
+from peftbench.space.prefix import PrefixHeads
 from peftbench.train import linear_warmup_decay
 from tests.conftest import tiny_batch, tiny_model
 
@@ -49,7 +49,7 @@ def test_weight_decay_spares_vectors_prompts_and_prefixes(method):
     from conftest import tiny_model
 
     from peftbench.config import compose, to_specs
-    from peftbench.inject import apply_method
+    from peftbench.space.inject import apply_method
     from peftbench.train import _optimizer
 
     cfg = to_specs(compose([f"method={method}", "train.weight_decay=0.1"]))
