@@ -8,7 +8,7 @@ results folder with a fresh tokenisation cache, then reads each run's ``result.j
 ``throughput.train_time_s``, ``throughput.eval_time_s``; "other" is the rest of the job (accelerate setup, the
 per-epoch selection evaluation, the record). The process row adds what no record sees: interpreter start,
 imports, Hydra, and validating every combination of the sweep. The first run tokenises RTE; the others must
-load it from the cache (``peftbench.data.tokenize_glue`` logs "cache hit" in each job's log).
+load it from the cache (``peftbench.run.data.tokenize_glue`` logs "cache hit" in each job's log).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ warnings.filterwarnings("ignore", message=r"\n?'hydra/launcher/\w+' is validated
 
 
 def __getattr__(name: str):
-    # Lazy so that `import peftbench.data` or `peftbench.report` does not pull in torch and transformers.
+    # Lazy so that `import peftbench.run.data` or `peftbench.report` does not pull in torch and transformers.
     if name in ("load_method",):
         from peftbench.space.presets import load_method
 
@@ -24,7 +24,7 @@ def __getattr__(name: str):
 
         return apply_method
     if name in ("load_run",):
-        from peftbench.artefacts import load_run
+        from peftbench.run.artefacts import load_run
 
         return load_run
     if name in ("MethodSpec", "ModuleSpec", "PromptSpec"):

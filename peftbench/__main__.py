@@ -29,7 +29,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ValueType
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from peftbench.config import CONF_DIR, add_new_slots, as_plain, compose, fail, one_line_error, to_specs
+from peftbench.run.config import CONF_DIR, add_new_slots, as_plain, compose, fail, one_line_error, to_specs
 
 FAILED: list[str] = []
 MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -82,7 +82,7 @@ def _choices(overrides: list[str]) -> dict[str, list[str]]:
 
 def normalise_argv(argv: list[str]) -> list[str]:
     """What the user means: ``-m`` anywhere (Hydra takes it only before the overrides) moves to the front, and
-    ``+method.modules.<new slot>.<field>=v`` adds a module slot (:func:`peftbench.config.add_new_slots`)."""
+    ``+method.modules.<new slot>.<field>=v`` adds a module slot (:func:`peftbench.run.config.add_new_slots`)."""
     flags = [a for a in argv if a in MULTIRUN_FLAGS][:1]
     return flags + add_new_slots([a for a in argv if a not in MULTIRUN_FLAGS])
 
@@ -291,9 +291,9 @@ def _resume_roots(cfg: DictConfig) -> list[str]:
 
 
 def _claim(cfg: DictConfig, record: dict, run_dir: str):
-    """Take this run's claim (`peftbench.claims`): the claim, or None to go ahead unclaimed (claims unsupported
+    """Take this run's claim (`peftbench.run.claims`): the claim, or None to go ahead unclaimed (claims unsupported
     here), or the live holder's info (another worker runs this configuration: skip it)."""
-    from peftbench import claims
+    from peftbench.run import claims
 
     try:
         return claims.acquire(cfg.results_root, record["run_key"], {
@@ -307,7 +307,7 @@ def _claim(cfg: DictConfig, record: dict, run_dir: str):
 def run_job(cfg: DictConfig) -> dict:
     """One run: resume check, claim, setup, training, record. Never raises for a failed run; returns its record.
     SIGTERM from the start of the job on asks it to stop: an interrupted record and exit 143 (`_job`)."""
-    from peftbench.checkpoint import STOP
+    from peftbench.run.checkpoint import STOP
 
     restore_handler = STOP.install()
     try:
@@ -323,11 +323,11 @@ def run_job(cfg: DictConfig) -> dict:
 
 
 def _checkpoint(cfg: DictConfig, key: str) -> Path | None:
-    """Where this run keeps its checkpoint (`peftbench.checkpoint`), or None: ``train.checkpoint=false``, or a
+    """Where this run keeps its checkpoint (`peftbench.run.checkpoint`), or None: ``train.checkpoint=false``, or a
     ``results_root`` where none can be kept after all (validation checked it; a warning)."""
     if not cfg.train.checkpoint:
         return None
-    from peftbench.checkpoint import checkpoint_path
+    from peftbench.run.checkpoint import checkpoint_path
 
     path = checkpoint_path(cfg.results_root, key)
     try:
@@ -342,13 +342,13 @@ def _checkpoint(cfg: DictConfig, key: str) -> Path | None:
 
 
 def _job(cfg: DictConfig) -> dict:
-    from peftbench.claims import Claim
-    from peftbench.record import base_record, find_completed
+    from peftbench.run.claims import Claim
+    from peftbench.run.record import base_record, find_completed
 
     run_dir = HydraConfig.get().runtime.output_dir
     config = as_plain(cfg)
     specs = to_specs(cfg)
-    from peftbench.train import resolve_mixed_precision
+    from peftbench.run.train import resolve_mixed_precision
 
     # the precision this machine will compute in (auto: bf16 where native, else fp32) is part of the run key
     record = base_record(config, specs.method.coordinates(),
@@ -394,11 +394,11 @@ def _job(cfg: DictConfig) -> dict:
 def _train_and_record(specs, record: dict, run_dir: str, checkpoint: Path | None = None) -> dict:
     """Setup, training, evaluation and the record of a run that goes ahead; a failure becomes a failed record,
     SIGTERM during training an interrupted one (its checkpoint saved)."""
-    from peftbench.artefacts import save_artefact
-    from peftbench.checkpoint import RunInterrupted
-    from peftbench.record import write_record
-    from peftbench.tracking import start_tracker
-    from peftbench.train import prepare, train_and_evaluate
+    from peftbench.run.artefacts import save_artefact
+    from peftbench.run.checkpoint import RunInterrupted
+    from peftbench.run.record import write_record
+    from peftbench.run.tracking import start_tracker
+    from peftbench.run.train import prepare, train_and_evaluate
 
     start = time.perf_counter()
     tracker = None
@@ -461,7 +461,7 @@ def selection_score(record: dict) -> float:
     """What a sweeper may optimise: the held-out selection score of the epoch the run kept (never the dev score);
     for a run skipped on resume, its completed record's; NaN for a run without one (failed, or
     data.select_on=last), which optuna counts as a failed trial."""
-    from peftbench.record import selection_score as held_out
+    from peftbench.run.record import selection_score as held_out
 
     if record.get("status") == "skipped" and record.get("path"):
         import json

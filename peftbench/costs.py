@@ -1,5 +1,5 @@
-"""What each reported cell stores and costs: the artefact beside its records (peftbench.artefacts), its training
-time and its inference overhead over the frozen base model (peftbench.latency), and the pareto fronts of score
+"""What each reported cell stores and costs: the artefact beside its records (peftbench.run.artefacts), its training
+time and its inference overhead over the frozen base model (peftbench.run.latency), and the pareto fronts of score
 against each. `peftbench.report` puts these sections into summary.md and draws pareto.png."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from peftbench.report import CELL, MISSING
 
 
 def markdown_artefact_table(df: pd.DataFrame, cells: pd.DataFrame) -> str:
-    """Per cell, what a run stores (``modules.safetensors``, peftbench.artefacts): the stored parameter count and
+    """Per cell, what a run stores (``modules.safetensors``, peftbench.run.artefacts): the stored parameter count and
     the file's size; empty when no record has an artefact (records from before artefacts, or save=none)."""
     sizes = pd.to_numeric(df.get("artefact_bytes", pd.Series(dtype=float)), errors="coerce")
     if df.empty or not sizes.notna().any():
@@ -35,7 +35,7 @@ def markdown_artefact_table(df: pd.DataFrame, cells: pd.DataFrame) -> str:
 
 def cost_frame(df: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     """Per reported cell (at its chosen lr): score, paper share, median training time (s) and median inference
-    time over the frozen base model's (unmerged and merged), over the runs that measured it (peftbench.latency)."""
+    time over the frozen base model's (unmerged and merged), over the runs that measured it (peftbench.run.latency)."""
     rows = []
     done = df[df["status"] == "completed"]
     for _, cell in cells[cells["n"] > 0].iterrows():

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import sys
 
-from peftbench.config import compose, fail, one_line_error, to_specs
+from peftbench.run.config import compose, fail, one_line_error, to_specs
 
 
 def describe(overrides: list[str]) -> dict:
     """The budget of one (method, model) as plain data."""
-    from peftbench.data import get_task
-    from peftbench.models import load_model
+    from peftbench.run.data import get_task
+    from peftbench.run.models import load_model
     from peftbench.space.inject import apply_method
 
     specs = to_specs(compose(overrides))

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from peftbench.artefacts import ArtefactError, load_run
+from peftbench.run.artefacts import ArtefactError, load_run
 from peftbench.space.arch import arch_for
 from peftbench.space.modules import ParallelLinear
 from peftbench.space.spec import WEIGHT_REPRESENTATIONS, MethodSpec

@@ -42,7 +42,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from peftbench import stats
-from peftbench.record import (
+from peftbench.run.record import (
     EVALUATION,
     NOT_IN_KEY,
     TUNING,
@@ -729,10 +729,10 @@ def plot_budget_vs_score(df: pd.DataFrame, path: str | Path | None, task: str | 
 
 
 def claims_lines(dirs: Iterable[str | Path]) -> list[str]:
-    """One line per run claimed under `dirs` (`peftbench.claims`): in flight (its process holds the claim) or
+    """One line per run claimed under `dirs` (`peftbench.run.claims`): in flight (its process holds the claim) or
     abandoned (the process died before its record; rerunning the sweep redoes it); a claim path that cannot be read
     (a directory) is named."""
-    from peftbench.claims import IN_FLIGHT, UNREADABLE, list_claims
+    from peftbench.run.claims import IN_FLIGHT, UNREADABLE, list_claims
 
     lines = []
     for c in sorted(list_claims(dirs), key=lambda c: (c["state"], str(c.get("claimed_at")))):

@@ -24,7 +24,7 @@ All scores are on the ×100 scale of the tables. Formulas and rules (α = 0.05, 
   replacement (``numpy.random.default_rng(seed)``), the same indices for both cells and for every seed pair.
   Per resample b, ``Δ_b = mean over seed pairs of (metric(A_s on b) − metric(B_s on b))``, the metric
   recomputed from the per-example predictions (accuracy, binary F1, Matthews correlation, Pearson: vectorised
-  over resamples through the multiplicity of each example, equal to `peftbench.metrics.compute_glue_metrics`
+  over resamples through the multiplicity of each example, equal to `peftbench.run.metrics.compute_glue_metrics`
   on the resampled examples). Reported: Δ on the full dev set, the 2.5 and 97.5 percentiles of Δ_b, and the
   two-sided p = min(1, 2 · min(share of Δ_b ≤ 0, share of Δ_b ≥ 0)) (resolution 1/B). It holds the models
   fixed, so it measures the dev-set sampling noise of those models, not the method: it never votes in `decide`.

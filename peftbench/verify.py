@@ -19,14 +19,14 @@ overrides are computed from the record: the config groups named by the record (`
 ``conf/method/<name>.yaml`` exists, likewise model, task and ``data=<source>``), then ``key=value`` for every leaf
 that differs from what those compose to, ``+key=...`` / ``~key`` for slots added to or missing from an open mapping
 (``method.modules``, ``model.config``); keys the record lacks because they were added later keep their defaults
-(the run key leaves them out at their default, `peftbench.record.ADDED_KEYS`). Forced: ``train.mixed_precision``
+(the run key leaves them out at their default, `peftbench.run.record.ADDED_KEYS`). Forced: ``train.mixed_precision``
 to the record's resolved precision (``auto`` would follow this machine), ``train.cpu=true`` for a CPU record on a
-machine with a GPU, and the keys of `peftbench.record.NOT_IN_KEY` that do not change what a run computes: records
+machine with a GPU, and the keys of `peftbench.run.record.NOT_IN_KEY` that do not change what a run computes: records
 to a temporary folder, ``resume=false``, ``logger=none``, ``train.checkpoint=false``, ``train.inference_batches=0``,
 ``save=none``, ``train.progress=false``; ``data.glue_dir`` is ``$PEFTBENCH_GLUE_DIR`` where set, else the
 record's where it exists (``--set data.glue_dir=... data.cache_dir=...`` sets such keys, and only such keys).
 Before anything runs, the overrides are composed in-process: every recorded value must come back and the run key
-must equal the record's (`peftbench.record.record_key`: its config at its resolved precision), so a rerun never
+must equal the record's (`peftbench.run.record.record_key`: its config at its resolved precision), so a rerun never
 tests another config; the rerun's own record must carry that key too.
 
 **What is compared.** For every dev split, the rerun's per-example predictions against the committed
@@ -59,8 +59,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftbench.config import CONF_DIR
-from peftbench.record import NOT_IN_KEY, record_key, record_precision, run_key
+from peftbench.run.config import CONF_DIR
+from peftbench.run.record import NOT_IN_KEY, record_key, record_precision, run_key
 
 PROG = "peftbench.verify"
 IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
@@ -118,7 +118,7 @@ def refusal(record: dict[str, Any]) -> str | None:
     if device.startswith("cuda") and not torch.cuda.is_available():
         return f"it ran on a GPU ({device}) and this machine has none"
     if record_precision(record) == "bf16" and not device.startswith("cuda"):
-        from peftbench.train import cpu_supports_bf16
+        from peftbench.run.train import cpu_supports_bf16
 
         if not cpu_supports_bf16():
             return ("it ran in bf16 and this CPU has no native bf16 (no AMX / AVX512-BF16: torch would emulate it, "
@@ -243,7 +243,7 @@ def plan(record: dict[str, Any], settings: dict[str, str] | None = None) -> Plan
     """The overrides that rerun `record` as recorded (checked: composed here, they give the record's run key)."""
     import torch
 
-    from peftbench.config import as_plain, compose, one_line_error
+    from peftbench.run.config import as_plain, compose, one_line_error
 
     precision = record_precision(record)
     if precision is None:

@@ -14,10 +14,10 @@ from types import SimpleNamespace
 import pytest
 
 import peftbench.__main__ as cli
-import peftbench.record
-from peftbench.config import compose, one_line_error, to_specs
-from peftbench.data import DataError, read_glue_tsv
-from peftbench.record import write_record
+import peftbench.run.record
+from peftbench.run.config import compose, one_line_error, to_specs
+from peftbench.run.data import DataError, read_glue_tsv
+from peftbench.run.record import write_record
 from peftbench.space.spec import ModuleSpec, SpecError, parse_layers
 from tests.conftest import tiny_model
 
@@ -278,7 +278,7 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     def full(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(peftbench.record, "os", SimpleNamespace(getpid=os.getpid, replace=full))
+    monkeypatch.setattr(peftbench.run.record, "os", SimpleNamespace(getpid=os.getpid, replace=full))
     with pytest.raises(OSError, match="No space left"):
         write_record({"status": "completed"}, tmp_path)
     assert list(tmp_path.iterdir()) == []
@@ -287,18 +287,18 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
 @pytest.fixture
 def stub_runs(monkeypatch, tmp_path):
     """``run_job`` with training stubbed out (a completed run in no time) and a disk that is full."""
-    import peftbench.train
+    import peftbench.run.train
 
     params = {"paper_share": 0.01}
-    monkeypatch.setattr(peftbench.train, "prepare", lambda specs: SimpleNamespace(
+    monkeypatch.setattr(peftbench.run.train, "prepare", lambda specs: SimpleNamespace(
         report=SimpleNamespace(as_dict=lambda: params)))
-    monkeypatch.setattr(peftbench.train, "train_and_evaluate", lambda specs, prep, tracker, checkpoint=None: {
+    monkeypatch.setattr(peftbench.run.train, "train_and_evaluate", lambda specs, prep, tracker, checkpoint=None: {
         "metrics": {"accuracy": 0.5}, "score": 0.5, "metric": "accuracy"})
 
     def full(record, run_dir):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(peftbench.record, "write_record", full)
+    monkeypatch.setattr(peftbench.run.record, "write_record", full)
     run_dir = SimpleNamespace(runtime=SimpleNamespace(output_dir=str(tmp_path / "run")),
                               overrides=SimpleNamespace(task=["seed=0"]))
     monkeypatch.setattr(cli, "HydraConfig", SimpleNamespace(get=lambda: run_dir))
@@ -434,8 +434,8 @@ def test_resume_and_report_agree_that_a_completed_record_without_a_finite_score_
                                                                                            score):
     """Defect 4: resume skipped a completed record whose score is NaN or a string (so its seed was never redone),
     while the report dropped one and showed the other as a nan cell with "0 problems"."""
-    from peftbench.record import find_completed
     from peftbench.report import load_records
+    from peftbench.run.record import find_completed
 
     path = _record(tmp_path / "runs" / "0", score)
     assert find_completed([tmp_path / "runs"], "key") is None  # resume reruns it ...
@@ -446,7 +446,7 @@ def test_resume_and_report_agree_that_a_completed_record_without_a_finite_score_
     good = _record(tmp_path / "runs" / "1", 0.9)
     assert find_completed([tmp_path / "runs"], "key") == good
 
-    from peftbench.record import completed_score  # the one rule both follow
+    from peftbench.run.record import completed_score  # the one rule both follow
 
     assert completed_score(json.loads(path.read_text())) is None
     assert completed_score(json.loads(good.read_text())) == 0.9
@@ -455,8 +455,8 @@ def test_resume_and_report_agree_that_a_completed_record_without_a_finite_score_
 def test_the_report_names_malformed_records_and_claims_and_reports_the_rest(tmp_path, capsys):
     """Defect 5: ``params: "many"`` (AttributeError), ``seed: "zero"`` (ValueError) and a claim path that is a
     directory (IsADirectoryError) crashed the report; problems were listed in summary.md only."""
-    from peftbench.claims import CLAIMS_DIR
     from peftbench.report import main
+    from peftbench.run.claims import CLAIMS_DIR
     from tests.test_report import make_record, write
 
     runs = tmp_path / "runs"
@@ -536,7 +536,7 @@ def test_export_onto_an_existing_file_fails_in_one_line(tmp_path, capsys, monkey
     """Defect 6: ``--to peft <existing file>`` raised FileExistsError after loading the model."""
     import peftbench.export
     from peftbench import load_method
-    from peftbench.models import ModelSpec
+    from peftbench.run.models import ModelSpec
 
     def load_run(run_dir):  # a LoRA run's model, as `artefacts.load_run` gives it (no training needed)
         model = tiny_model("bert")
@@ -572,7 +572,7 @@ def test_the_caption_names_the_dev_subset(tmp_path):
 
 
 def test_a_glue_dir_that_is_a_file_and_a_split_that_is_a_directory_say_so(tmp_path):
-    from peftbench.data import load_glue, pick_source
+    from peftbench.run.data import load_glue, pick_source
 
     (tmp_path / "file").write_text("")
     (tmp_path / "glue" / "SST-2" / "train.tsv").mkdir(parents=True)
@@ -585,7 +585,7 @@ def test_a_glue_dir_that_is_a_file_and_a_split_that_is_a_directory_say_so(tmp_pa
 
 
 def test_a_corrupt_checkpoint_is_said_to_be_discarded_not_resumed(tmp_path, capsys):
-    import peftbench.checkpoint as ckpt
+    import peftbench.run.checkpoint as ckpt
 
     path = tmp_path / "run.pt"
     path.write_bytes(b"not a checkpoint")
@@ -602,9 +602,9 @@ def test_a_corrupt_checkpoint_is_said_to_be_discarded_not_resumed(tmp_path, caps
 @pytest.mark.slow
 def test_a_run_with_a_corrupt_checkpoint_says_it_starts_over(tmp_path, glue_dir):
     """"resuming from its checkpoint" was printed before the corrupt checkpoint was silently discarded."""
-    from peftbench.checkpoint import CHECKPOINTS_DIR
-    from peftbench.config import as_plain
-    from peftbench.record import run_key
+    from peftbench.run.checkpoint import CHECKPOINTS_DIR
+    from peftbench.run.config import as_plain
+    from peftbench.run.record import run_key
 
     args = [*TINY, "data.max_train_samples=32", "data.held_out=8", "data.max_eval_samples=16", "train.epochs=1",
             "train.inference_batches=0", "save=none", "train.mixed_precision=no", f"data.glue_dir={glue_dir}"]

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-import peftbench.checkpoint as ckpt
-from peftbench.config import compose, to_specs
-from peftbench.train import prepare, train_and_evaluate
+import peftbench.run.checkpoint as ckpt
+from peftbench.run.config import compose, to_specs
+from peftbench.run.train import prepare, train_and_evaluate
 
 pytestmark = pytest.mark.slow
 # MAM: dropout, a prefix MLP and an adapter, so the RNG, the optimizer state and the data order all matter

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 
-from peftbench import data
-from peftbench.data import (
+from peftbench.run import data
+from peftbench.run.data import (
     GLUE_TASKS,
     DataError,
     load_glue,
@@ -267,7 +267,7 @@ def test_tokenize_pair_task_is_cached(tokenizer, tmp_path, monkeypatch, caplog):
         raise AssertionError("tokenised again despite the cache")
 
     monkeypatch.setattr(Dataset, "map", no_map)
-    with caplog.at_level(logging.INFO, logger="peftbench.data"):
+    with caplog.at_level(logging.INFO, logger="peftbench.run.data"):
         again = tokenize_glue(small, tokenizer, "rte", max_length=64, cache_dir=tmp_path)
     assert "cache hit" in caplog.text
     assert list(again["train"]["input_ids"]) == list(out["train"]["input_ids"])
@@ -374,7 +374,7 @@ def test_mnli_and_qqp_standard_layouts(tmp_path):
 
 
 def test_auto_source_reads_the_local_folder_when_it_has_the_task(glue_dir, monkeypatch):
-    from peftbench import data
+    from peftbench.run import data
 
     def no_hub(*_args):
         raise AssertionError("the hub must not be asked when the local folder has the task")
@@ -388,7 +388,7 @@ def test_auto_source_reads_the_local_folder_when_it_has_the_task(glue_dir, monke
 def test_auto_source_falls_back_to_the_hub(tmp_path, glue_dir, monkeypatch):
     from datasets import Dataset, DatasetDict
 
-    from peftbench import data
+    from peftbench.run import data
 
     asked = []
 
@@ -409,7 +409,7 @@ def test_auto_source_falls_back_to_the_hub(tmp_path, glue_dir, monkeypatch):
 
 
 def test_auto_source_with_neither_names_both_places(tmp_path, monkeypatch):
-    from peftbench import data
+    from peftbench.run import data
 
     def offline(*_args):
         raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub (LocalEntryNotFoundError)\nmore lines")

@@ -24,8 +24,8 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from peftbench.config import CONF_DIR, compose, to_specs
 from peftbench.describe import describe
+from peftbench.run.config import CONF_DIR, compose, to_specs
 
 EXPERIMENT_DIR = CONF_DIR / "experiment"
 README = CONF_DIR.parent / "experiments" / "README.md"
@@ -58,7 +58,7 @@ def runs(name: str) -> int:
 
 @pytest.fixture(scope="module", autouse=True)
 def hydra_context() -> Iterator[None]:
-    """One Hydra context for the module: ``peftbench.config.compose`` (and ``describe``) reuse it."""
+    """One Hydra context for the module: ``peftbench.run.config.compose`` (and ``describe``) reuse it."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         yield

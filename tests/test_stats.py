@@ -21,8 +21,8 @@ from peftbench.compare import (
     pair_cells,
     parse_compare,
 )
-from peftbench.config import CONF_DIR
 from peftbench.report import load_records, summarize
+from peftbench.run.config import CONF_DIR
 from tests.test_report import make_record, write
 
 SCORES = np.array([90.1, 91.3, 89.7, 92.0, 90.8])
@@ -60,7 +60,7 @@ def test_paired_test_matches_scipy_on_the_same_pairs() -> None:
     [("sst2", "accuracy"), ("mrpc", "f1"), ("cola", "matthews_correlation"), ("stsb", "pearson")],
 )
 def test_resampled_metric_equals_the_glue_metric(task: str, metric: str) -> None:
-    from peftbench.metrics import compute_glue_metrics
+    from peftbench.run.metrics import compute_glue_metrics
 
     rng = np.random.default_rng(1)
     if task == "stsb":

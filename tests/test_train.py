@@ -12,9 +12,10 @@ from accelerate import Accelerator
 from datasets import Dataset
 from transformers import get_linear_schedule_with_warmup
 
-from peftbench import apply_method, load_method, train
+from peftbench import apply_method, load_method
+from peftbench.run import train
+from peftbench.run.train import linear_warmup_decay
 from peftbench.space.prefix import PrefixHeads
-from peftbench.train import linear_warmup_decay
 from tests.conftest import tiny_batch, tiny_model
 
 
@@ -39,7 +40,7 @@ def test_schedule_equals_transformers(warmup, total):
 
 def test_training_module_does_not_import_peft():
     """peft costs ~4 s of start-up per sweep process; the trainer must not pull it in."""
-    code = "import sys, peftbench.train, peftbench.__main__; print('peft' in sys.modules)"
+    code = "import sys, peftbench.run.train, peftbench.__main__; print('peft' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -48,9 +49,9 @@ def test_training_module_does_not_import_peft():
 def test_weight_decay_spares_vectors_prompts_and_prefixes(method):
     from conftest import tiny_model
 
-    from peftbench.config import compose, to_specs
+    from peftbench.run.config import compose, to_specs
+    from peftbench.run.train import _optimizer
     from peftbench.space.inject import apply_method
-    from peftbench.train import _optimizer
 
     cfg = to_specs(compose([f"method={method}", "train.weight_decay=0.1"]))
     model = tiny_model("bert")
@@ -146,7 +147,7 @@ def test_non_finite_metric_fails():
      (["train.lr=1e-4", "train.lr_scale=3"], 3e-4), (["method=full", "train.lr_scale=2"], 1e-4)],
 )
 def test_lr_scale_multiplies_the_preset_or_the_given_lr(overrides, expected):
-    from peftbench.config import compose, to_specs
+    from peftbench.run.config import compose, to_specs
 
     assert train.effective_lr(to_specs(compose(["method=lora", *overrides]))) == pytest.approx(expected)
 
@@ -154,8 +155,8 @@ def test_lr_scale_multiplies_the_preset_or_the_given_lr(overrides, expected):
 def test_lr_scale_at_its_default_keeps_the_run_key_of_records_written_before_it_existed():
     from omegaconf import OmegaConf
 
-    from peftbench.config import compose
-    from peftbench.record import run_key
+    from peftbench.run.config import compose
+    from peftbench.run.record import run_key
 
     plain = OmegaConf.to_container(compose(["method=lora"]), resolve=True)
     before = {**plain, "train": {k: v for k, v in plain["train"].items() if k != "lr_scale"}}
@@ -169,7 +170,7 @@ def test_a_constant_held_out_epoch_is_unselectable_and_fails_the_run_only_at_eve
         monkeypatch, glue_dir, tmp_path, constant_epochs):
     """A run whose held-out predictions are constant after epoch 1 (Pearson undefined) may still learn in epoch 2:
     epoch 1 is recorded as unselectable and epoch 2 is chosen; constant at every epoch, the run fails."""
-    from peftbench.config import compose, to_specs
+    from peftbench.run.config import compose, to_specs
 
     cfg = to_specs(compose(["model=tiny_bert", "method=lora", "task=stsb", "data.max_train_samples=64",
                             "data.held_out=16", "train.epochs=2", "train.progress=false",
@@ -230,8 +231,8 @@ def test_a_regression_head_predicts_in_fp32_under_bf16_autocast():
 def test_head_bias_at_zero_keeps_the_run_key_of_records_written_before_it_existed():
     from omegaconf import OmegaConf
 
-    from peftbench.config import compose
-    from peftbench.record import run_key
+    from peftbench.run.config import compose
+    from peftbench.run.record import run_key
 
     stsb = OmegaConf.to_container(compose(["task=stsb"]), resolve=True)
     assert stsb["task"]["head_bias"] == "label_mean"  # conf/task/stsb.yaml
@@ -244,7 +245,7 @@ def test_head_bias_at_zero_keeps_the_run_key_of_records_written_before_it_existe
 
 @pytest.mark.slow
 def test_label_mean_head_bias_starts_a_regression_head_at_the_mean_training_label(glue_dir, tmp_path):
-    from peftbench.config import SpecError, compose, to_specs
+    from peftbench.run.config import SpecError, compose, to_specs
 
     common = ["model=tiny_bert", "method=prefix", "task=stsb", "data.max_train_samples=64", "data.held_out=16",
               f"data.glue_dir={glue_dir}", f"data.cache_dir={tmp_path}"]

@@ -20,14 +20,14 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from peftbench.models import ModelSpec, model_config, resolve_source
+from peftbench.run.models import ModelSpec, model_config, resolve_source
 from peftbench.space.presets import CONF_DIR
 from peftbench.space.spec import MethodSpec, ModuleSpec, SpecError, parse_layers
 
 MIN_MAX_LENGTH = 8  # room for the special tokens and a few of each segment's tokens
 SELECT_ON = ("held_out", "last")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
-#: what ``save`` may ask a run to leave beside its record (`peftbench.artefacts`)
+#: what ``save`` may ask a run to leave beside its record (`peftbench.run.artefacts`)
 SAVE_MODES = ("auto", "none", "modules", "full")
 #: The config group (registered below, no YAML) that creates the new slot of ``+method.modules.<slot>.*``.
 NEW_SLOT_GROUP = "method_slot"
@@ -63,7 +63,7 @@ class TaskSpec:
     head_bias: str = "zero"
 
     def __post_init__(self) -> None:
-        from peftbench.data import GLUE_TASKS  # lazily: datasets is slow to import
+        from peftbench.run.data import GLUE_TASKS  # lazily: datasets is slow to import
 
         _require(str(self.name).lower() in GLUE_TASKS,
                  f"task.name={self.name!r} is not a GLUE task; valid: {', '.join(GLUE_TASKS)}")
@@ -88,7 +88,7 @@ class DataSpec:
     cache_dir: str | None = None  # tokenised datasets; default ~/.cache/peftbench/tokenized
 
     def __post_init__(self) -> None:
-        from peftbench.data import SOURCES
+        from peftbench.run.data import SOURCES
 
         _require(self.source in SOURCES,
                  f"data.source={self.source!r} is not valid; valid: {', '.join(SOURCES)}")
@@ -115,12 +115,12 @@ class TrainSpec:
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     adam_eps: float = 1e-6
     mixed_precision: str = "auto"  # auto (bf16 where the GPU or CPU computes it natively, else fp32) | no | bf16 | fp16
-    group_by_length: bool = True  # length-grouped training batches (peftbench/batching.py); false: random
+    group_by_length: bool = True  # length-grouped training batches (peftbench/run/batching.py); false: random
     cpu: bool = False  # force the CPU even where a GPU exists
     threads: int | None = None  # torch CPU threads (None: torch's default)
     log_every: int = 10
     progress: bool = True
-    inference_batches: int = 2  # dev batches timed against the frozen base model (peftbench.latency); 0 = off
+    inference_batches: int = 2  # dev batches timed against the frozen base model (peftbench.run.latency); 0 = off
     checkpoint: bool = True  # save the training state each epoch (and on SIGTERM) so a rerun resumes the run
     keep_checkpoint: bool = False  # keep it after the run completes (results_root/.checkpoints/<run_key>.pt)
 
@@ -165,7 +165,7 @@ class RunConfig:
     sweep: str | None = None  # a name grouping runs (W&B group, report); None: the Hydra sweep dir
     resume: bool = True  # skip a run whose completed record (same run key) exists under results_root
     results_root: str = "multirun"
-    save: str = "auto"  # what the run saves beside its record (peftbench.artefacts): auto | none | modules | full
+    save: str = "auto"  # what the run saves beside its record (peftbench.run.artefacts): auto | none | modules | full
     # The protocol (README "Tuning and evaluation seeds"): seeds below this value are tuning seeds (the report
     # chooses each cell's lr on their held-out split); seeds from it on are evaluation seeds, which never enter a
     # choice and give the reported dev score. Not part of the run key.
@@ -271,7 +271,7 @@ def check_known_keys(cfg: DictConfig, where: str = "") -> None:
 
 def check_verbalizer(specs: RunConfig) -> None:
     """The task has a template naming its fields and one label word per label; the model has an LM head mapping."""
-    from peftbench.data import get_task
+    from peftbench.run.data import get_task
     from peftbench.space.verbalizer import check_template, has_lm_head, lm_class
 
     info = get_task(specs.task.name)

@@ -1,7 +1,7 @@
 """One benchmark run: data → model → method → train (accelerate) → select on held-out train → score the full dev set.
 
 Setup, train and evaluate are separate functions; :func:`run` ties them together and always returns a record
-(``status: failed`` with the error when anything goes wrong, see ``peftbench.record``).
+(``status: failed`` with the error when anything goes wrong, see ``peftbench.run.record``).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from peftbench import checkpoint as ckpt
-from peftbench.batching import length_sorted_order, row_lengths, train_sampler
-from peftbench.config import RunConfig
-from peftbench.data import (
+from peftbench.run import checkpoint as ckpt
+from peftbench.run.batching import length_sorted_order, row_lengths, train_sampler
+from peftbench.run.config import RunConfig
+from peftbench.run.data import (
     get_task,
     load_glue,
     make_collator,
@@ -35,9 +35,9 @@ from peftbench.data import (
     subsample,
     tokenize_glue,
 )
-from peftbench.latency import inference_cost
-from peftbench.metrics import compute_glue_metrics
-from peftbench.models import load_model, load_tokenizer, model_config
+from peftbench.run.latency import inference_cost
+from peftbench.run.metrics import compute_glue_metrics
+from peftbench.run.models import load_model, load_tokenizer, model_config
 from peftbench.space.arch import arch_for
 from peftbench.space.inject import MethodReport, apply_method, export_reparameterisations, head_modules
 from peftbench.space.prefix import PrefixEncoder, PrefixHeads
@@ -286,8 +286,8 @@ def train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint:
     """Train, keep the best epoch on the selection split, and score every evaluation split of the dev set.
 
     With `checkpoint`, the training state is saved there at every epoch end and when SIGTERM asks the run to stop
-    (then :class:`~peftbench.checkpoint.RunInterrupted` is raised), and a run finding one there continues from it
-    (`peftbench.checkpoint`)."""
+    (then :class:`~peftbench.run.checkpoint.RunInterrupted` is raised), and a run finding one there continues from it
+    (`peftbench.run.checkpoint`)."""
     with PeakMemory() as memory:
         result = _train_and_evaluate(cfg, prep, tracker, checkpoint)
     result["peak_mem_mb"] = memory.mib
@@ -339,7 +339,7 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint
         sampler.generator.set_state(resumed["epoch_generator"])
 
     def state(epoch: int, batch: int, epoch_generator: torch.Tensor) -> dict[str, Any]:
-        """What `peftbench.checkpoint` saves: the run stands before batch `batch` of epoch `epoch`."""
+        """What `peftbench.run.checkpoint` saves: the run stands before batch `batch` of epoch `epoch`."""
         return {"epoch": epoch, "batch": batch, "epoch_generator": epoch_generator, "rng": ckpt.rng_states(),
                 "trainable": {n: p.detach().cpu().clone() for n, p in named.items() if p.requires_grad},
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history,

@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from peftbench.data import absolute_path
+from peftbench.run.data import absolute_path
 
 #: Keys that do not change what a run computes (and so are not part of its key).
 NOT_IN_KEY = ("logger", "results_root", "resume", "sweep", "data.glue_dir", "data.cache_dir", "train.progress",
@@ -154,7 +154,7 @@ def versions() -> dict[str, str | None]:
 
 def git_commit() -> str | None:
     try:
-        root = Path(__file__).resolve().parent.parent
+        root = Path(__file__).resolve().parents[2]
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=5).stdout.strip()
