@@ -16,6 +16,7 @@ import torch
 
 import peftbench.__main__ as cli
 from peftbench import report
+from peftbench.analysis.report import claims_lines
 from peftbench.run import claims
 from peftbench.run.config import compose
 from peftbench.run.record import find_completed, run_key, write_record
@@ -63,7 +64,7 @@ def test_a_claim_whose_process_died_is_abandoned_and_taken_over(tmp_path: Path) 
     assert path.exists() and claims.state(path) == claims.ABANDONED
     (listed,) = claims.list_claims([tmp_path])
     assert (listed["state"], listed["pid"], listed["method"]) == (claims.ABANDONED, dead, "lora")
-    assert report.claims_lines([tmp_path]) == [
+    assert claims_lines([tmp_path]) == [
         f"- abandoned: lora/sst2/seed 0 (pid {dead} on {listed['host']} since {listed['claimed_at']}, somewhere; "
         "rerun the sweep to redo it)"
     ]

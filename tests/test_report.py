@@ -13,22 +13,22 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from peftbench.compare import compare
-from peftbench.report import (
+from peftbench.analysis.compare import compare
+from peftbench.analysis.report import (
     Problem,
     design_key,
     grid_edge,
     load_records,
-    main,
     markdown_lr_table,
     markdown_table,
     plot_budget_vs_score,
     record_design,
     record_lr,
-    selection_score,
     setting_labels,
     summarize,
 )
+from peftbench.report import main
+from peftbench.run.record import selection_score
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "results.ipynb"

@@ -1,4 +1,4 @@
-"""peftbench.stats and peftbench.compare: per-cell CIs, seed-paired tests, the paired bootstrap over dev examples,
+"""peftbench.analysis.stats and peftbench.analysis.compare: per-cell CIs, seed-paired tests, the paired bootstrap over dev examples,
 the verdict rule, seed pairing and the comparisons each experiment declares."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 import yaml
 from scipy import stats as sps
 
-from peftbench import stats
-from peftbench.compare import (
+from peftbench.analysis import stats
+from peftbench.analysis.compare import (
     EXPERIMENT_COMPARISONS,
     compare,
     experiment_comparisons,
@@ -21,7 +21,7 @@ from peftbench.compare import (
     pair_cells,
     parse_compare,
 )
-from peftbench.report import load_records, summarize
+from peftbench.analysis.report import load_records, summarize
 from peftbench.run.config import CONF_DIR
 from tests.test_report import make_record, write
 

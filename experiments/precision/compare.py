@@ -7,7 +7,7 @@ ones), so some configurations were run in both precisions, in different experime
 record's resolved config with the learning rate as used (``train.lr`` × ``train.lr_scale``, or the method preset's)
 and without the precision and the keys that do not change the result (`peftbench.run.record.run_key`); runs of one
 configuration and seed are paired. The table gives each pair's dev score ×100 in both precisions and the seed-paired
-t-test of bf16 − fp32 (`peftbench.stats.paired_test`).
+t-test of bf16 − fp32 (`peftbench.analysis.stats.paired_test`).
 """
 
 from __future__ import annotations

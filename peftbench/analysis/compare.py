@@ -1,4 +1,4 @@
-"""Which cells each experiment compares, and the comparison of two cells (the statistics are `peftbench.stats`).
+"""Which cells each experiment compares, and the comparison of two cells (the statistics are `peftbench.analysis.stats`).
 
 An experiment's records carry its `sweep` name (``table2_cpu``, ``insertion_paper``, ...); the part before
 ``_cpu`` / ``_paper`` names its comparisons in `EXPERIMENT_COMPARISONS`, each ``(A, B)`` read "A against B".
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from peftbench import stats
-from peftbench.report import CELL, summarize
+from peftbench.analysis import stats
+from peftbench.analysis.report import CELL, summarize
 
 #: experiment (the sweep name without _cpu/_paper) → its comparisons (A, B): "A against B".
 EXPERIMENT_COMPARISONS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -254,7 +254,7 @@ def compare_runs(
 ) -> dict:
     """One comparison row (`COMPARISON_COLUMNS`): the completed runs of two cells at their chosen lr, paired by
     seed (runs without a partner are dropped and counted in ``n_unpaired``); scores ×100; the seed-paired test,
-    the paired bootstrap over dev examples and the verdict of `peftbench.stats`."""
+    the paired bootstrap over dev examples and the verdict of `peftbench.analysis.stats`."""
     a, dropped_a = _by_seed(runs_a)
     b, dropped_b = _by_seed(runs_b)
     seeds, unpaired = stats.pair_by_seed(a, b)
@@ -289,7 +289,7 @@ def compare_runs(
 def seed_verdict(paired: stats.PairedTest, alpha: float = stats.ALPHA) -> str:
     """The report's reading of one comparison, from the seed-paired t-test alone (the bootstraps never vote):
     better / worse at p < α, else "no significant difference" — which is not evidence of equality (that takes an
-    equivalence test with a declared margin: `peftbench.findings`)."""
+    equivalence test with a declared margin: `peftbench.analysis.findings`)."""
     if paired.n >= stats.MIN_PAIRS_T and math.isfinite(paired.p_t) and paired.p_t < alpha and paired.mean_diff:
         return stats.BETTER if paired.mean_diff > 0 else stats.WORSE
     return stats.NO_DIFFERENCE
@@ -400,7 +400,7 @@ def compare(
 ) -> tuple[pd.DataFrame, list[str]]:
     """The comparisons each experiment declares, over the runs of its sweep, and `specs` (``"A:B"`` or
     `ComparisonSpec`), over all runs: one row per pair of cells (`COMPARISON_COLUMNS`), and notes on what
-    could not be compared. Cells are those of `peftbench.report.summarize` (each at its chosen lr)."""
+    could not be compared. Cells are those of `peftbench.analysis.report.summarize` (each at its chosen lr)."""
     jobs: list[tuple[pd.DataFrame, list[ComparisonSpec]]] = []
     if experiments and len(df):
         for sweep in sorted(df["sweep"].dropna().astype(str).unique()):

@@ -1,6 +1,6 @@
 """What each reported cell stores and costs: the artefact beside its records (peftbench.run.artefacts), its training
 time and its inference overhead over the frozen base model (peftbench.run.latency), and the pareto fronts of score
-against each. `peftbench.report` puts these sections into summary.md and draws pareto.png."""
+against each. `peftbench.report` (the command) puts these sections into summary.md and draws pareto.png."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from peftbench.report import CELL, MISSING
+from peftbench.analysis.report import CELL, MISSING
 
 
 def markdown_artefact_table(df: pd.DataFrame, cells: pd.DataFrame) -> str:
