@@ -1,14 +1,11 @@
 """Read the run records (`result.json`) of any directory tree and report them like the paper.
 
 ``python -m peftbench.report DIR [DIR ...] [--out OUTDIR] [--task T] [--compare A:B ...]`` writes into
-OUTDIR (default: the first DIR): summary.csv (one row per run, failed ones included), cells.csv (one row per
-cell at its chosen lr), cells_by_lr.csv (one row per cell × lr), comparisons.csv, summary.md,
-budget_vs_score.png and, where runs timed their inference, pareto.png. ``--next-lrs`` writes nothing and prints,
-for each cell whose chosen lr is an edge of its grid, the command that extends the grid past it
-(`next_lr_commands`).
-
-The reading, summarising, rendering and plotting are `peftbench.analysis.report`; the comparisons
-`peftbench.analysis.compare`; the cost tables `peftbench.analysis.costs`.
+OUTDIR (default: the first DIR) what `peftbench.analysis.report.write_report` writes: summary.md, summary.csv,
+cells.csv, cells_by_lr.csv, comparisons.csv, budget_vs_score.png and, where runs timed their inference,
+pareto.png; then prints Table 2, the comparisons, the counts and the runs still in flight. ``--next-lrs`` and
+``--next-evals N`` write nothing and print the commands that extend a cell's lr grid past its edge or run its
+missing evaluation seeds (`peftbench.analysis.next_runs`).
 """
 
 from __future__ import annotations
@@ -17,20 +14,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from peftbench.analysis import compare, costs, stats
-from peftbench.analysis.report import (
-    RECORD_NAME,
-    claims_lines,
-    counts_line,
-    load_records,
-    markdown_lr_table,
-    markdown_table,
-    next_evaluation_commands,
-    next_lr_commands,
-    plot_budget_vs_score,
-    precision_line,
-    summarize,
-)
+from peftbench.analysis import compare, stats
+from peftbench.analysis.cells import summarize
+from peftbench.analysis.next_runs import next_evaluation_commands, next_lr_commands
+from peftbench.analysis.records import RECORD_NAME, load_records
+from peftbench.analysis.report import claims_lines, write_report
+from peftbench.analysis.tables import counts_line, precision_line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,50 +78,26 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(lines) if lines else "no cell's chosen lr is an edge of its grid of three or more lrs")
         return 0
     out = args.out or args.dirs[0]
-    out.mkdir(parents=True, exist_ok=True)
-    cells, per_lr = summarize(df), summarize(df, choose_lr=False)
-    comparisons, notes = compare.compare(df, specs, n_resamples=args.bootstrap)
-    written = {
-        "summary.csv": df, "cells.csv": cells, "cells_by_lr.csv": per_lr, "comparisons.csv": comparisons,
-    }  # fmt: skip
-    for name, frame in written.items():
-        frame.to_csv(out / name, index=False)
-    table = markdown_table(cells)
-    sections = [
-        "## Score per cell",
-        table,
-        markdown_lr_table(per_lr),
-        costs.markdown_artefact_table(df, cells),
-        costs.markdown_cost_table(cost := costs.cost_frame(df, cells)),
-        compare.markdown_comparisons(comparisons, notes),
-    ]
-    problem_lines = [f"- `{p.path}`: {p.reason}" for p in problems]
-    body = "\n\n".join(s for s in sections if s)
-    # summary.md holds what the records say, so a fresh clone regenerates it byte for byte; runs in flight are
-    # this machine's state (pids, local paths) and are printed only
-    (out / "summary.md").write_text(
-        "\n".join([body, "", counts_line(df, problems), "", precision_line(df), "", *problem_lines]).rstrip() + "\n"
-    )
-    plot_budget_vs_score(df, out / "budget_vs_score.png")
-    if costs.plot_pareto(cost, out / "pareto.png") is not None:
-        print(f"wrote {out / 'pareto.png'}")
+    written = write_report(df, problems, out, specs, args.bootstrap)
+    if written.pareto is not None:
+        print(f"wrote {written.pareto}")
 
-    print(table)
-    if len(comparisons):
+    print(written.table)
+    if written.comparisons:
         print()
-        print(compare.markdown_comparisons(comparisons, notes))
+        print(written.comparisons)
     print()
     print(counts_line(df, problems))
     print(precision_line(df))
-    for line in problem_lines:
+    for line in written.problem_lines:
         print(line)
     claimed = claims_lines(args.dirs)
     if claimed:
         print("runs without a record yet:")
     for line in claimed:
         print(line)
-    for name in [*written, "summary.md", "budget_vs_score.png"]:
-        print(f"wrote {out / name}")
+    for path in written.files:
+        print(f"wrote {path}")
     return 0
 
 

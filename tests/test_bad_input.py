@@ -434,7 +434,7 @@ def test_resume_and_report_agree_that_a_completed_record_without_a_finite_score_
                                                                                            score):
     """Defect 4: resume skipped a completed record whose score is NaN or a string (so its seed was never redone),
     while the report dropped one and showed the other as a nan cell with "0 problems"."""
-    from peftbench.analysis.report import load_records
+    from peftbench.analysis.records import load_records
     from peftbench.run.record import find_completed
 
     path = _record(tmp_path / "runs" / "0", score)
@@ -554,7 +554,9 @@ def test_export_onto_an_existing_file_fails_in_one_line(tmp_path, capsys, monkey
 
 def test_the_caption_names_the_dev_subset(tmp_path):
     """Defect 8: "on the full dev set" in a report of runs made with data.max_eval_samples=64."""
-    from peftbench.analysis.report import load_records, markdown_table, summarize
+    from peftbench.analysis.cells import summarize
+    from peftbench.analysis.records import load_records
+    from peftbench.analysis.tables import markdown_table
     from tests.test_report import make_record, write
 
     for seed in (0, 1):

@@ -24,6 +24,7 @@ from peftbench.analysis.findings import (
     UNDERPOWERED,
     claim_verdict,
 )
+from peftbench.analysis.records import load_records
 from peftbench.findings import main as findings_main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,7 +74,7 @@ def test_a_wide_approximately_equal_comparison_is_underpowered_never_agrees(tmp_
         write(root / "table2_cpu" / f"mam-{seed}", record("mam", seed, mam, sweep="table2_cpu", share=0.005))
         write(root / "table2_cpu" / f"lora-{seed}", record("lora", seed, lora, sweep="table2_cpu", share=0.005))
     claim = next(c for c in findings.CLAIMS if c.key == "table2")
-    rows, _ = findings.check_claim(claim, findings.report.load_records([root / "table2_cpu"])[0], n_resamples=200)
+    rows, _ = findings.check_claim(claim, load_records([root / "table2_cpu"])[0], n_resamples=200)
     (row,) = rows.to_dict("records")
     d = [-4.0, 5.0, 0.5]
     sd = float(np.std(d, ddof=1))
@@ -97,7 +98,7 @@ def test_holm_adjusts_within_a_claim(tmp_path: Path) -> None:
             write(root / "insertion_cpu" / f"{method}-{seed}", record(method, seed, acc, sweep="insertion_cpu",
                                                                        share=0.005 if "attn" in method else 0.01))
     claim = next(c for c in findings.CLAIMS if c.key == "parallel")
-    rows, _ = findings.check_claim(claim, findings.report.load_records([root / "insertion_cpu"])[0], n_resamples=100)
+    rows, _ = findings.check_claim(claim, load_records([root / "insertion_cpu"])[0], n_resamples=100)
     assert len(rows) == 2
     expected = multipletests(list(rows["p_t"]), method="holm")[1]
     assert list(rows["p_holm"]) == pytest.approx(list(expected))

@@ -13,20 +13,18 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from peftbench.analysis.cells import grid_edge, summarize
 from peftbench.analysis.compare import compare
-from peftbench.analysis.report import (
+from peftbench.analysis.plots import plot_budget_vs_score
+from peftbench.analysis.records import (
     Problem,
     design_key,
-    grid_edge,
     load_records,
-    markdown_lr_table,
-    markdown_table,
-    plot_budget_vs_score,
     record_design,
     record_lr,
     setting_labels,
-    summarize,
 )
+from peftbench.analysis.tables import markdown_lr_table, markdown_table
 from peftbench.report import main
 from peftbench.run.record import selection_score
 

@@ -13,6 +13,7 @@ import yaml
 from scipy import stats as sps
 
 from peftbench.analysis import stats
+from peftbench.analysis.cells import summarize
 from peftbench.analysis.compare import (
     EXPERIMENT_COMPARISONS,
     compare,
@@ -21,7 +22,7 @@ from peftbench.analysis.compare import (
     pair_cells,
     parse_compare,
 )
-from peftbench.analysis.report import load_records, summarize
+from peftbench.analysis.records import load_records
 from peftbench.run.config import CONF_DIR
 from tests.test_report import make_record, write
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from peftbench.analysis import stats
-from peftbench.analysis.report import CELL, summarize
+from peftbench.analysis.cells import CELL, summarize
 
 #: experiment (the sweep name without _cpu/_paper) → its comparisons (A, B): "A against B".
 EXPERIMENT_COMPARISONS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -400,7 +400,7 @@ def compare(
 ) -> tuple[pd.DataFrame, list[str]]:
     """The comparisons each experiment declares, over the runs of its sweep, and `specs` (``"A:B"`` or
     `ComparisonSpec`), over all runs: one row per pair of cells (`COMPARISON_COLUMNS`), and notes on what
-    could not be compared. Cells are those of `peftbench.analysis.report.summarize` (each at its chosen lr)."""
+    could not be compared. Cells are those of `peftbench.analysis.cells.summarize` (each at its chosen lr)."""
     jobs: list[tuple[pd.DataFrame, list[ComparisonSpec]]] = []
     if experiments and len(df):
         for sweep in sorted(df["sweep"].dropna().astype(str).unique()):

@@ -18,7 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from peftbench.analysis import compare, report, stats
+from peftbench.analysis import compare, stats
+from peftbench.analysis.cells import format_share, grid_edge, summarize
+from peftbench.analysis.records import load_records
+from peftbench.analysis.tables import format_cell, format_ci, markdown_table
 
 DISCUSSION_MARKER = "<!-- Written by hand below this line; `python -m peftbench.findings` keeps it. -->"
 AGREES, DISAGREES, EQUIVALENT, DIFFERS, UNDERPOWERED = (
@@ -181,7 +184,7 @@ def tuning_note(cell: pd.Series | None) -> str:
     grid = [lr for lr in cell["lr_grid"] if math.isfinite(lr)]
     if len(grid) < 3:
         notes.append(f"{len(grid)} lr" + ("s" if len(grid) != 1 else ""))
-    elif edge := report.grid_edge(cell):
+    elif edge := grid_edge(cell):
         notes.append(f"lr at the {edge} edge")
     if cell.get("dev_on") != "evaluation":
         notes.append("no evaluation seeds")
@@ -195,7 +198,7 @@ def check_claim(
     a_tuning, b_tuning) of a claim's expectations over the records `df` of its experiment, Holm-adjusted within
     the claim, and notes on what could not be compared."""
     rows, notes = [], []
-    cells = report.summarize(df)
+    cells = summarize(df)
     by_label = {(c["task"], c["model"], c["label"]): c for _, c in cells.iterrows()}
     for e in claim.expectations:
         table, spec_notes = compare.compare(
@@ -288,12 +291,12 @@ def markdown_table2_vs_paper(cells: pd.DataFrame, df: pd.DataFrame) -> str:
     lines = [head + " |", "|:---|---:|---:|---:|---:|" + "---:|---:|" * len(tasks)]
     for method, (share, mnli, sst2) in PAPER_TABLE2.items():
         sub = cells[cells["method"] == method]
-        here = report.format_share(sub["share_pct"].iloc[0]) if len(sub) else "—"
+        here = format_share(sub["share_pct"].iloc[0]) if len(sub) else "—"
         row = [method, share, f"{mnli:.1f}", f"{sst2:.1f}", here]
         for t in tasks:
             cell = sub[sub["task"] == t]
             cell = cell.iloc[0] if len(cell) else None
-            row += [report._format_cell(cell), report._format_ci(cell)]
+            row += [format_cell(cell), format_ci(cell)]
         lines.append("| " + " | ".join(row) + " |")
     floor = [f"{t} {_f(_majority_of(df, t))}" for t in tasks]
     lines += [
@@ -343,7 +346,7 @@ undecided comparison says how many seeds it would need."""
 
 def _experiment_records(results: Path, experiment: str, variant: str) -> pd.DataFrame:
     path = results / f"{experiment}_{variant}"
-    return report.load_records([path])[0] if path.is_dir() else pd.DataFrame()
+    return load_records([path])[0] if path.is_dir() else pd.DataFrame()
 
 
 def build(
@@ -395,12 +398,12 @@ def build(
             parts.append(f"No records under `{where}/` yet: `python -m peftbench -m +experiment={name}`.")
             sections.append("\n".join(parts))
             continue
-        cells = report.summarize(df)
+        cells = summarize(df)
         parts += [f"`{where}/`: {completion(experiment, variant, df)}. Its report: [summary.md](../{where}/summary.md).",
                   "", f"![{name}: score against budget](../{where}/budget_vs_score.png)", ""]  # fmt: skip
         if experiment == "table2":
             parts += ["### Beside the paper", "", markdown_table2_vs_paper(cells, df), ""]
-        parts += ["### Cells", "", report.markdown_table(cells)]
+        parts += ["### Cells", "", markdown_table(cells)]
         for claim in (c for c in CLAIMS if c.experiment == experiment):
             rows, notes = tested[claim.key]
             verdict = shown(table.loc[table["claim"] == claim.statement].iloc[0])
