@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 
 from peftbench import report
-from peftbench.analysis import stats
+from peftbench.analysis import bootstrap
 from peftbench.analysis.findings import EXPERIMENTS, OUTCOMES, build, write
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-reports", action="store_true", help="do not regenerate each experiment's report"
     )
-    parser.add_argument("--bootstrap", type=int, default=stats.N_RESAMPLES, metavar="B")
+    parser.add_argument("--bootstrap", type=int, default=bootstrap.N_RESAMPLES, metavar="B")
     args = parser.parse_args(argv)
     if not args.results.is_dir():
         parser.error(

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from peftbench.analysis import compare, stats
+from peftbench.analysis import bootstrap, compare
 from peftbench.analysis.cells import summarize
 from peftbench.analysis.next_runs import next_evaluation_commands, next_lr_commands
 from peftbench.analysis.records import RECORD_NAME, load_records
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--bootstrap",
         type=int,
-        default=stats.N_RESAMPLES,
+        default=bootstrap.N_RESAMPLES,
         metavar="B",
         help="bootstrap resamples (default %(default)s)",
     )

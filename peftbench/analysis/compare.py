@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from peftbench.analysis import stats
+from peftbench.analysis import bootstrap, stats
 from peftbench.analysis.cells import CELL, summarize
 
 #: experiment (the sweep name without _cpu/_paper) → its comparisons (A, B): "A against B".
@@ -199,7 +199,7 @@ def _by_seed(runs: pd.DataFrame) -> tuple[dict[int, pd.Series], int]:
     return chosen, len(runs) - len(chosen)
 
 
-def _prediction_pairs(seeds: list[int], a: dict, b: dict) -> tuple[list[stats.PredictionPair], str]:
+def _prediction_pairs(seeds: list[int], a: dict, b: dict) -> tuple[list[bootstrap.PredictionPair], str]:
     """The dev predictions of each seed pair, or [] and why the bootstrap cannot run."""
     if not seeds:
         return [], "no seed pairs"
@@ -211,7 +211,7 @@ def _prediction_pairs(seeds: list[int], a: dict, b: dict) -> tuple[list[stats.Pr
             return [], f"no dev predictions in {missing} of {2 * len(seeds)} runs"
         if pa[1].shape != pb[1].shape or not np.array_equal(pa[1], pb[1]):
             return [], f"seed {s}: the two runs' dev references differ"
-        pairs.append(stats.PredictionPair(pa[0], pb[0], pa[1]))
+        pairs.append(bootstrap.PredictionPair(pa[0], pb[0], pa[1]))
     if len({len(p.references) for p in pairs}) > 1:
         return [], "seed pairs cover dev sets of different sizes"
     return pairs, ""
@@ -219,15 +219,15 @@ def _prediction_pairs(seeds: list[int], a: dict, b: dict) -> tuple[list[stats.Pr
 
 def _bootstraps(
     metric: str, seeds: list[int], a: dict, b: dict, n_resamples: int, seed: int
-) -> tuple[stats.Bootstrap | None, stats.Bootstrap | None, str]:
+) -> tuple[bootstrap.Bootstrap | None, bootstrap.Bootstrap | None, str]:
     """The two-level bootstrap (seeds, then examples) and the example-only one, or None and why not."""
-    if metric not in stats.BOOTSTRAP_METRICS:
+    if metric not in bootstrap.BOOTSTRAP_METRICS:
         return None, None, f"metric {metric} not supported"
     pairs, note = _prediction_pairs(seeds, a, b)
     if not pairs:
         return None, None, note
-    two_level = stats.two_level_bootstrap(metric, pairs, n_resamples, seed) if len(pairs) >= 2 else None
-    return two_level, stats.paired_bootstrap(metric, pairs, n_resamples, seed), ""
+    two_level = bootstrap.two_level_bootstrap(metric, pairs, n_resamples, seed) if len(pairs) >= 2 else None
+    return two_level, bootstrap.paired_bootstrap(metric, pairs, n_resamples, seed), ""
 
 
 def aso(a: np.ndarray, b: np.ndarray) -> float:
@@ -248,7 +248,7 @@ def compare_runs(
     runs_b: pd.DataFrame,
     *,
     source: str = COMMAND_LINE,
-    n_resamples: int = stats.N_RESAMPLES,
+    n_resamples: int = bootstrap.N_RESAMPLES,
     seed: int = 0,
     alpha: float = stats.ALPHA,
 ) -> dict:
@@ -396,7 +396,7 @@ def compare(
     specs: list[ComparisonSpec | str] | tuple = (),
     *,
     experiments: bool = True,
-    n_resamples: int = stats.N_RESAMPLES,
+    n_resamples: int = bootstrap.N_RESAMPLES,
 ) -> tuple[pd.DataFrame, list[str]]:
     """The comparisons each experiment declares, over the runs of its sweep, and `specs` (``"A:B"`` or
     `ComparisonSpec`), over all runs: one row per pair of cells (`COMPARISON_COLUMNS`), and notes on what

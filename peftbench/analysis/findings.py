@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from peftbench.analysis import compare, stats
+from peftbench.analysis import bootstrap, compare, stats
 from peftbench.analysis.cells import format_share, grid_edge, summarize
 from peftbench.analysis.records import load_records
 from peftbench.analysis.tables import format_cell, format_ci, markdown_table
@@ -192,7 +192,7 @@ def tuning_note(cell: pd.Series | None) -> str:
 
 
 def check_claim(
-    claim: Claim, df: pd.DataFrame, n_resamples: int = stats.N_RESAMPLES
+    claim: Claim, df: pd.DataFrame, n_resamples: int = bootstrap.N_RESAMPLES
 ) -> tuple[pd.DataFrame, list[str]]:
     """The comparison rows (`compare.COMPARISON_COLUMNS` + expected, p_holm, p_tost, seeds_needed, outcome, text,
     a_tuning, b_tuning) of a claim's expectations over the records `df` of its experiment, Holm-adjusted within
@@ -350,7 +350,7 @@ def _experiment_records(results: Path, experiment: str, variant: str) -> pd.Data
 
 
 def build(
-    results: Path, variant: str = "cpu", n_resamples: int = stats.N_RESAMPLES
+    results: Path, variant: str = "cpu", n_resamples: int = bootstrap.N_RESAMPLES
 ) -> tuple[str, pd.DataFrame]:
     """FINDINGS.md's generated part and the table of claim verdicts (one row per claim: statement, experiment,
     source, verdict, provisional, and how many of its comparisons have each outcome of `OUTCOMES`)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from peftbench.analysis import compare, costs, stats
+from peftbench.analysis import bootstrap, compare, costs
 from peftbench.analysis.cells import summarize
 from peftbench.analysis.plots import plot_budget_vs_score, plot_pareto
 from peftbench.analysis.records import Problem
@@ -42,7 +42,7 @@ def write_report(
     problems: list[Problem],
     out: Path,
     specs: Iterable[compare.ComparisonSpec] = (),
-    n_resamples: int = stats.N_RESAMPLES,
+    n_resamples: int = bootstrap.N_RESAMPLES,
 ) -> Written:
     """Write the report of the runs `df` (`load_records`) into `out`: the CSVs, summary.md and the plots; `specs`
     are comparisons asked for besides those each experiment declares."""
