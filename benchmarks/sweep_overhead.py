@@ -27,7 +27,7 @@ SWEEP = ["method=lora,bitfit", "seed=0,1", "model=tiny_bert", "task=rte", "data.
 
 
 #: Functions whose cumulative time explains the overhead (file suffix, function name) in a ``--profile`` run.
-WHERE = [("__main__.py", "validate_command_line"), ("__main__.py", "run_job"), ("record.py", "git_commit"),
+WHERE = [("validate.py", "validate_command_line"), ("job.py", "run_job"), ("record.py", "git_commit"),
          ("record.py", "versions"), ("record.py", "find_completed"), ("record.py", "write_record"),
          ("train.py", "prepare"), ("data.py", "load_glue"), ("data.py", "tokenize_glue"),
          ("models.py", "load_tokenizer"), ("models.py", "load_model"), ("inject.py", "apply_method"),

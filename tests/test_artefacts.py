@@ -88,7 +88,7 @@ def test_full_fine_tuning_saves_nothing_by_default_and_save_full_saves_everythin
 
 
 def test_budget_line_and_selection_score(runs):
-    from peftbench.__main__ import selection_score
+    from peftbench.run.job import selection_score
 
     assert "lora/stsb/seed 0: trainable params: " in runs["_stdout"]  # the last sweep's output
     assert "|| all params: " in runs["_stdout"] and "|| trainable%: " in runs["_stdout"]

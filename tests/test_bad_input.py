@@ -15,6 +15,7 @@ import pytest
 
 import peftbench.__main__ as cli
 import peftbench.run.record
+from peftbench.run import job, sweep, validate
 from peftbench.run.config import compose, one_line_error, to_specs
 from peftbench.run.data import DataError, read_glue_tsv
 from peftbench.run.record import write_record
@@ -118,7 +119,7 @@ def test_layers_beyond_the_model_fail_at_injection_with_one_reason():
 def validation_error(argv: list[str], capsys) -> str:
     """What ``validate_command_line`` prints on stderr; it must exit 2 with one line."""
     with pytest.raises(SystemExit) as exit_:
-        cli.validate_command_line(cli.normalise_argv(argv))
+        validate.validate_command_line(sweep.normalise_argv(argv))
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
@@ -133,7 +134,8 @@ def counted_composes(monkeypatch) -> list[list[str]]:
         calls.append(list(overrides))
         return compose(overrides, *args, **kwargs)
 
-    monkeypatch.setattr(cli, "compose", counting)
+    monkeypatch.setattr(validate, "compose", counting)
+    monkeypatch.setattr(sweep, "compose", counting)
     return calls
 
 
@@ -144,7 +146,7 @@ def test_every_combination_is_checked_once_however_many_seeds(capsys, counted_co
     assert "method.modules.attn.r=0" in err and "r=0 must be a positive" in err
     assert len(counted_composes) <= 3  # the sweep's first job (for its params), r=8, r=0: not × 256 seeds
     counted_composes.clear()
-    cli.validate_command_line(["-m", *TINY, "method.modules.attn.r=8,4", "seed=range(0,5000)",
+    validate.validate_command_line(["-m", *TINY, "method.modules.attn.r=8,4", "seed=range(0,5000)",
                                f"results_root={tmp_path}"])
     assert len(counted_composes) <= 3
 
@@ -169,7 +171,7 @@ def test_results_root_that_is_a_file_fails_before_any_run(capsys, tmp_path, args
     (tmp_path / "file").write_text("not a folder")
     argv = [*args, *TINY, f"results_root={tmp_path / root}"]
     if needle is None:
-        cli.validate_command_line(argv)
+        validate.validate_command_line(argv)
     else:
         assert needle in validation_error(argv, capsys)
 
@@ -188,9 +190,9 @@ def test_unreadable_results_root_fails_before_any_run(capsys, tmp_path):
 
 
 def test_multirun_flag_after_overrides_is_moved_to_the_front():
-    assert cli.normalise_argv(["model=tiny_bert", "-m", "seed=0"]) == ["-m", "model=tiny_bert", "seed=0"]
-    assert cli.normalise_argv(["seed=0", "--multirun"]) == ["--multirun", "seed=0"]
-    assert cli.normalise_argv(["seed=0"]) == ["seed=0"]
+    assert sweep.normalise_argv(["model=tiny_bert", "-m", "seed=0"]) == ["-m", "model=tiny_bert", "seed=0"]
+    assert sweep.normalise_argv(["seed=0", "--multirun"]) == ["--multirun", "seed=0"]
+    assert sweep.normalise_argv(["seed=0"]) == ["seed=0"]
 
 
 # ----------------------------------------------------------------------------------- new module slots
@@ -301,14 +303,14 @@ def stub_runs(monkeypatch, tmp_path):
     monkeypatch.setattr(peftbench.run.record, "write_record", full)
     run_dir = SimpleNamespace(runtime=SimpleNamespace(output_dir=str(tmp_path / "run")),
                               overrides=SimpleNamespace(task=["seed=0"]))
-    monkeypatch.setattr(cli, "HydraConfig", SimpleNamespace(get=lambda: run_dir))
-    monkeypatch.setattr(cli, "FAILED", [])
+    monkeypatch.setattr(job, "HydraConfig", SimpleNamespace(get=lambda: run_dir))
+    monkeypatch.setattr(job, "FAILED", [])
 
 
 def test_a_record_that_cannot_be_written_fails_the_run(stub_runs, capsys):
-    record = cli.run_job(compose([*TINY, "resume=false"]))
+    record = job.run_job(compose([*TINY, "resume=false"]))
     assert record["status"] == "failed" and "No space left on device" in record["error"]
-    assert cli.FAILED == ["lora/sst2/seed 0"]
+    assert job.FAILED == ["lora/sst2/seed 0"]
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cannot write its record" in err and "no record written" in err
 
@@ -316,7 +318,7 @@ def test_a_record_that_cannot_be_written_fails_the_run(stub_runs, capsys):
 def test_the_sweep_summary_survives_records_that_cannot_be_written(stub_runs, capsys, monkeypatch):
     def sweep() -> None:  # what Hydra's multirun does: one run_job per job
         for seed in (0, 1):
-            cli.run_job(compose([*TINY, "resume=false", f"seed={seed}"]))
+            job.run_job(compose([*TINY, "resume=false", f"seed={seed}"]))
 
     monkeypatch.setattr(cli, "_hydra_main", sweep)
     monkeypatch.setattr(sys, "argv", ["peftbench", *TINY, "resume=false"])
@@ -528,7 +530,7 @@ def test_a_single_run_that_never_uses_results_root_does_not_check_it(tmp_path, m
     (tmp_path / "RO").mkdir()
     _read_only(monkeypatch, tmp_path / "RO")
     monkeypatch.chdir(tmp_path)
-    cli.validate_command_line([*TINY, "resume=false", "train.checkpoint=false", "results_root=RO"])
+    validate.validate_command_line([*TINY, "resume=false", "train.checkpoint=false", "results_root=RO"])
 
 
 @pytest.mark.parametrize("merged", [False, True])

@@ -14,11 +14,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import peftbench.__main__ as cli
 from peftbench import report
 from peftbench.analysis.report import claims_lines
-from peftbench.run import claims
-from peftbench.run.config import compose
+from peftbench.run import claims, job
+from peftbench.run.config import as_plain, compose
 from peftbench.run.record import find_completed, run_key, write_record
 
 TINY = ["model=tiny_bert"]
@@ -128,31 +127,31 @@ def stub_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     hydra_cfg = SimpleNamespace(mode="RunMode.MULTIRUN", sweep=SimpleNamespace(dir=str(tmp_path / "sweep")),
                                 runtime=SimpleNamespace(output_dir=str(tmp_path / "sweep" / "0")),
                                 overrides=SimpleNamespace(task=["method=lora", "seed=0"]))  # fmt: skip
-    monkeypatch.setattr(cli, "HydraConfig", SimpleNamespace(get=lambda: hydra_cfg))
-    monkeypatch.setattr(cli, "FAILED", [])
+    monkeypatch.setattr(job, "HydraConfig", SimpleNamespace(get=lambda: hydra_cfg))
+    monkeypatch.setattr(job, "FAILED", [])
     return trained
 
 
 def test_run_job_skips_live_claims_and_records_in_the_sweep_folder(stub_runs: list[str], tmp_path: Path) -> None:
     cfg = compose([*TINY, f"results_root={tmp_path / 'root'}"])
-    first = cli.run_job(cfg)
+    first = job.run_job(cfg)
     assert first["status"] == "completed" and stub_runs == ["lora"]
     assert claims.list_claims([tmp_path / "root"]) == []  # a finished run leaves no claim
     # its record is in the sweep folder, outside results_root: a rerun still finds it
     assert (tmp_path / "sweep" / "0" / "result.json").exists() and not list((tmp_path / "root").rglob("result.json"))
     assert first["overrides"] == ["method=lora", "seed=0"]  # the job's own overrides, as Hydra gives them
-    assert cli.run_job(cfg)["status"] == "skipped" and stub_runs == ["lora"]
+    assert job.run_job(cfg)["status"] == "skipped" and stub_runs == ["lora"]
     # another configuration whose claim a live worker holds is skipped, and nothing is written for it
     other = compose([*TINY, "seed=1", f"results_root={tmp_path / 'root'}"])
     from peftbench.run.train import resolve_mixed_precision
 
     # the key of a run holds the precision it computes in, as this machine resolves `auto`
-    key = run_key(cli.as_plain(other), resolve_mixed_precision(other.train.mixed_precision, other.train.cpu))
+    key = run_key(as_plain(other), resolve_mixed_precision(other.train.mixed_precision, other.train.cpu))
     held = claims.acquire(tmp_path / "root", key, INFO)
     assert isinstance(held, claims.Claim)
-    assert cli.run_job(other)["status"] == "in flight" and stub_runs == ["lora"]
+    assert job.run_job(other)["status"] == "in flight" and stub_runs == ["lora"]
     held.release()
-    assert cli.run_job(other)["status"] == "completed" and stub_runs == ["lora", "lora"]
+    assert job.run_job(other)["status"] == "completed" and stub_runs == ["lora", "lora"]
 
 
 # ----------------------------------------------------------------------------- end to end (subprocess)

@@ -220,7 +220,7 @@ def test_bottleneck_budgets_follow_the_paper_formulas() -> None:
 def test_planned_jobs_are_the_grid() -> None:
     """`planned_jobs` (the runs FINDINGS.md counts as planned) expands each experiment to its grid size; a
     command-line key narrows it as in Hydra."""
-    from peftbench.__main__ import planned_jobs
+    from peftbench.run.sweep import planned_jobs
 
     for name in NAMES:
         assert len(planned_jobs(["-m", f"+experiment={name}"])) == runs(name), name

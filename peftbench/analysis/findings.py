@@ -308,7 +308,7 @@ def markdown_table2_vs_paper(cells: pd.DataFrame, df: pd.DataFrame) -> str:
 
 def planned_runs(experiment: str, variant: str) -> int:
     """How many runs the experiment's grid plans (`planned_jobs`)."""
-    from peftbench.__main__ import planned_jobs
+    from peftbench.run.sweep import planned_jobs
 
     return len(planned_jobs(["-m", f"+experiment={experiment}_{variant}"]))
 
