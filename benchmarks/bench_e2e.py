@@ -28,7 +28,9 @@ from peftbench.run.batching import padding_ratio, row_lengths, train_sampler
 from peftbench.run.config import compose, to_specs
 from peftbench.run.data import load_glue, tokenize_glue
 from peftbench.run.models import load_tokenizer
-from peftbench.run.train import cpu_supports_bf16, prepare, resolve_mixed_precision, train_and_evaluate
+from peftbench.run.precision import cpu_supports_bf16, resolve_mixed_precision
+from peftbench.run.setup import prepare
+from peftbench.run.train import train_and_evaluate
 
 VARIANTS = {
     "old default (random batches, fp32)": ["train.group_by_length=false", "train.mixed_precision=no"],

@@ -29,10 +29,10 @@ SWEEP = ["method=lora,bitfit", "seed=0,1", "model=tiny_bert", "task=rte", "data.
 #: Functions whose cumulative time explains the overhead (file suffix, function name) in a ``--profile`` run.
 WHERE = [("validate.py", "validate_command_line"), ("job.py", "run_job"), ("record.py", "git_commit"),
          ("record.py", "versions"), ("record.py", "find_completed"), ("record.py", "write_record"),
-         ("train.py", "prepare"), ("data.py", "load_glue"), ("data.py", "tokenize_glue"),
+         ("setup.py", "prepare"), ("data.py", "load_glue"), ("data.py", "tokenize_glue"),
          ("models.py", "load_tokenizer"), ("models.py", "load_model"), ("inject.py", "apply_method"),
          ("train.py", "train_and_evaluate"), ("accelerator.py", "__init__"), ("accelerator.py", "prepare"),
-         ("train.py", "evaluate_split"), ("metrics.py", "load_glue_metric"), ("<frozen importlib._bootstrap>", "_find_and_load")]
+         ("evaluate.py", "evaluate_split"), ("metrics.py", "load_glue_metric"), ("<frozen importlib._bootstrap>", "_find_and_load")]
 
 
 def run_sweep(workdir: Path, overrides: list[str], cache_dir: Path | None,

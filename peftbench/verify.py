@@ -118,7 +118,7 @@ def refusal(record: dict[str, Any]) -> str | None:
     if device.startswith("cuda") and not torch.cuda.is_available():
         return f"it ran on a GPU ({device}) and this machine has none"
     if record_precision(record) == "bf16" and not device.startswith("cuda"):
-        from peftbench.run.train import cpu_supports_bf16
+        from peftbench.run.precision import cpu_supports_bf16
 
         if not cpu_supports_bf16():
             return ("it ran in bf16 and this CPU has no native bf16 (no AMX / AVX512-BF16: torch would emulate it, "

@@ -289,10 +289,11 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
 @pytest.fixture
 def stub_runs(monkeypatch, tmp_path):
     """``run_job`` with training stubbed out (a completed run in no time) and a disk that is full."""
+    import peftbench.run.setup
     import peftbench.run.train
 
     params = {"paper_share": 0.01}
-    monkeypatch.setattr(peftbench.run.train, "prepare", lambda specs: SimpleNamespace(
+    monkeypatch.setattr(peftbench.run.setup, "prepare", lambda specs: SimpleNamespace(
         report=SimpleNamespace(as_dict=lambda: params)))
     monkeypatch.setattr(peftbench.run.train, "train_and_evaluate", lambda specs, prep, tracker, checkpoint=None: {
         "metrics": {"accuracy": 0.5}, "score": 0.5, "metric": "accuracy"})

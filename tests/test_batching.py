@@ -11,7 +11,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 
 from peftbench.run.batching import length_sorted_order, padding_ratio, row_lengths, train_sampler
-from peftbench.run.train import eval_split, predict
+from peftbench.run.evaluate import eval_split, predict
 from tests.conftest import tiny_model
 
 BATCH = 32

@@ -17,7 +17,8 @@ import pytest
 
 import peftbench.run.checkpoint as ckpt
 from peftbench.run.config import compose, to_specs
-from peftbench.run.train import prepare, train_and_evaluate
+from peftbench.run.setup import prepare
+from peftbench.run.train import train_and_evaluate
 
 pytestmark = pytest.mark.slow
 # MAM: dropout, a prefix MLP and an adapter, so the RNG, the optimizer state and the data order all matter

@@ -110,6 +110,7 @@ def test_resume_names_a_corrupt_record_once_and_passes_over_it(tmp_path: Path, c
 def stub_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     """`run_job` inside a Hydra multirun job (sweep folder tmp/sweep) with training stubbed out; returns the
     list the stub appends to each time a run actually trains."""
+    import peftbench.run.setup
     import peftbench.run.train
 
     trained: list[str] = []
@@ -121,7 +122,7 @@ def stub_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     from peftbench.space.inject import MethodReport
 
     report = MethodReport(method="lora", trainable=2, stored=2, paper=1, base=100, head=1, paper_share=0.01)
-    monkeypatch.setattr(peftbench.run.train, "prepare", lambda specs: SimpleNamespace(
+    monkeypatch.setattr(peftbench.run.setup, "prepare", lambda specs: SimpleNamespace(
         report=report, model=torch.nn.Linear(1, 1)))  # fmt: skip
     monkeypatch.setattr(peftbench.run.train, "train_and_evaluate", train)
     hydra_cfg = SimpleNamespace(mode="RunMode.MULTIRUN", sweep=SimpleNamespace(dir=str(tmp_path / "sweep")),
@@ -143,7 +144,7 @@ def test_run_job_skips_live_claims_and_records_in_the_sweep_folder(stub_runs: li
     assert job.run_job(cfg)["status"] == "skipped" and stub_runs == ["lora"]
     # another configuration whose claim a live worker holds is skipped, and nothing is written for it
     other = compose([*TINY, "seed=1", f"results_root={tmp_path / 'root'}"])
-    from peftbench.run.train import resolve_mixed_precision
+    from peftbench.run.precision import resolve_mixed_precision
 
     # the key of a run holds the precision it computes in, as this machine resolves `auto`
     key = run_key(as_plain(other), resolve_mixed_precision(other.train.mixed_precision, other.train.cpu))

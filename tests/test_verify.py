@@ -101,7 +101,7 @@ def test_a_bf16_record_is_refused_on_a_cpu_without_native_bf16(tmp_path, monkeyp
     record["mixed_precision"] = "bf16"
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "result.json").write_text(json.dumps(record))
-    monkeypatch.setattr("peftbench.run.train.cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr("peftbench.run.precision.cpu_supports_bf16", lambda: False)
     code, out, err = run_main(capsys, "--records", tmp_path / "run")
     assert code == 2 and len(err) == 1 and "this CPU has no native bf16" in err[0], err
     # in a sample it is passed over with a line; with nothing else left, that is bad input too

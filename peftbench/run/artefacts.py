@@ -73,7 +73,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.n
 
     from peftbench.run.data import get_task
     from peftbench.run.models import load_model, load_tokenizer
-    from peftbench.run.train import verbalizer_template
+    from peftbench.run.setup import verbalizer_template
     from peftbench.space.inject import apply_method, export_reparameterisations
 
     run_dir = Path(run_dir)
@@ -115,7 +115,8 @@ def predict_run(run_dir: str | Path, split: str | None = None):
     from accelerate import Accelerator
 
     from peftbench.run.data import get_task, load_glue, make_collator, subsample, tokenize_glue
-    from peftbench.run.train import eval_split, fp32_regression_head, predict
+    from peftbench.run.evaluate import eval_split, predict
+    from peftbench.run.precision import fp32_regression_head
 
     model = load_run(run_dir)
     specs, tokenizer, template = (model.peftbench_run[k] for k in ("specs", "tokenizer", "template"))

@@ -2,7 +2,7 @@
 
 `run_job` never raises for a failed run: a completed record elsewhere under ``results_root`` skips the job
 (`peftbench.run.record.find_completed`), a live claim of another worker skips it (`peftbench.run.claims`), and
-otherwise the run trains (`peftbench.run.train`) with its checkpoint
+otherwise the run is set up (`peftbench.run.setup`) and trains (`peftbench.run.train`) with its checkpoint
 (`peftbench.run.checkpoint`) and writes its record, ``failed`` or ``interrupted`` included. Each failed run is
 noted in a log shared by every process of the command (`note_failure`, `failures`), so that the command exits 1
 whatever launcher ran it.
@@ -125,7 +125,7 @@ def _job(cfg: DictConfig) -> dict:
     run_dir = HydraConfig.get().runtime.output_dir
     config = as_plain(cfg)
     specs = to_specs(cfg)
-    from peftbench.run.train import resolve_mixed_precision
+    from peftbench.run.precision import resolve_mixed_precision
 
     # the precision this machine will compute in (auto: bf16 where native, else fp32) is part of the run key
     record = base_record(config, specs.method.coordinates(),
@@ -174,8 +174,9 @@ def _train_and_record(specs, record: dict, run_dir: str, checkpoint: Path | None
     from peftbench.run.artefacts import save_artefact
     from peftbench.run.checkpoint import RunInterrupted
     from peftbench.run.record import write_record
+    from peftbench.run.setup import prepare
     from peftbench.run.tracking import start_tracker
-    from peftbench.run.train import prepare, train_and_evaluate
+    from peftbench.run.train import train_and_evaluate
 
     start = time.perf_counter()
     tracker = None

@@ -1,150 +1,50 @@
-"""One benchmark run: data → model → method → train (accelerate) → select on held-out train → score the full dev set.
+"""Training one run: AdamW on the method's parameters with a linear schedule, length-grouped batches, the best epoch
+kept on the held-out split of train, then the dev splits scored and the inference cost measured.
 
-Setup, train and evaluate are separate functions; :func:`run` ties them together and always returns a record
-(``status: failed`` with the error when anything goes wrong, see ``peftbench.run.record``).
+`train_and_evaluate` is the whole of it, in named steps: `build_loop` (accelerator, batches, optimizer, schedule),
+`resume` (from a checkpoint, if the run has one), per epoch `train_epoch` (`train_step` per batch, SIGTERM between
+batches saves a checkpoint) and `end_epoch` (held-out selection, history, checkpoint), then `restore_best`, the dev
+scores (`peftbench.run.evaluate.score_dev`) and the inference cost (`peftbench.run.latency`). The run's setup is
+`peftbench.run.setup.prepare`; the job that calls both and writes the record is `peftbench.run.job`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psutil
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from peftbench.run import checkpoint as ckpt
-from peftbench.run.batching import length_sorted_order, row_lengths, train_sampler
+from peftbench.run.batching import row_lengths, train_sampler
 from peftbench.run.config import RunConfig
-from peftbench.run.data import (
-    get_task,
-    load_glue,
-    make_collator,
-    pick_source,
-    split_for_selection,
-    subsample,
-    tokenize_glue,
+from peftbench.run.data import get_task
+from peftbench.run.evaluate import (
+    ConstantPredictions,
+    EvalSplit,
+    GateMonitor,
+    eval_split,
+    evaluate_split,
+    score_dev,
 )
 from peftbench.run.latency import inference_cost
-from peftbench.run.metrics import compute_glue_metrics
-from peftbench.run.models import load_model, load_tokenizer, model_config
-from peftbench.space.arch import arch_for
-from peftbench.space.inject import MethodReport, apply_method, export_reparameterisations, head_modules
+from peftbench.run.precision import determinism, fp32_regression_head, resolve_mixed_precision
+from peftbench.run.setup import Prepared
+from peftbench.space.inject import export_reparameterisations
 from peftbench.space.prefix import PrefixEncoder, PrefixHeads
 from peftbench.space.prompts import PromptInserter
-
-#: what a record can promise about a rerun with the same seed, by device and precision (README, "Long sweeps")
-DETERMINISM = {
-    ("cpu", "no"): "bitwise, fp32: the same command and seed give the same metrics and loss history (tested on "
-                   "CPU); fp32 records reproduced exactly on both of this project's CPU kinds (AVX2 and AMX)",
-    ("cpu", "bf16"): "bitwise on one kind of CPU, bf16 autocast: the same command and seed give the same metrics "
-                     "on the same CPU kind; a CPU of the other kind (native AMX/AVX512-BF16 vs emulated on AVX2) "
-                     "computes bf16 differently and may give different numbers",
-    "gpu": "not bitwise: cuBLAS and atomic-add kernels may reorder float sums between runs; expect differences "
-           "in the last digits of losses and occasionally of metrics",
-}
-
-
-def determinism(device_type: str, precision: str) -> str:
-    """The record's ``determinism``: what a rerun with the same seed gives on this device at this precision."""
-    if device_type != "cpu":
-        return f"{DETERMINISM['gpu']} (precision {'fp32' if precision == 'no' else precision})"
-    return DETERMINISM.get(("cpu", precision), DETERMINISM[("cpu", "bf16")].replace("bf16", precision))
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-class NonFiniteOutput(RuntimeError):
-    """The model's logits or a metric on an evaluation split are NaN or infinite: the run did not finish."""
-
-
-class ConstantPredictions(NonFiniteOutput):
-    """The model gave every row the same prediction, so a correlation metric (Pearson, MCC) is undefined.
-
-    On the held-out split at the end of an epoch this makes that epoch unselectable (a later one may learn); on
-    the reported split, or at every epoch, the run fails: it collapsed.
-    """
-
-
-@dataclass
-class Prepared:
-    model: torch.nn.Module
-    report: MethodReport
-    train: Any
-    select: Any | None
-    evals: dict[str, Any]
-    collator: Any
-    setup_s: float
-    data_source: str = "local"  # where the data came from (data.source=auto resolves to local or hub)
-    load_base: Any = None  # () -> the base model without the method (the inference-cost reference)
-
-
-def prepare(cfg: RunConfig) -> Prepared:
-    """Tokenised splits (cached per task and tokenizer, so a sweep tokenises once) and the adapted model."""
-    start = time.perf_counter()
-    info = get_task(cfg.task.name)
-    tokenizer = load_tokenizer(cfg.model)
-    template = None
-    if cfg.method.head == "verbalizer":
-        template = verbalizer_template(cfg, tokenizer)
-    source = cfg.data.source
-    if source == "auto":
-        source = pick_source(info.name, cfg.data.glue_dir)[0]
-    splits = load_glue(info.name, cfg.data.source, cfg.data.glue_dir)
-    tokenized = tokenize_glue(splits, tokenizer, info.name, cfg.task.max_length, cfg.data.cache_dir, template)
-    train = subsample(tokenized["train"], cfg.data.max_train_samples, cfg.seed)
-    select = None
-    if cfg.data.select_on == "held_out":
-        held_out = cfg.data.held_out
-        train, select = split_for_selection(train, int(held_out) if held_out >= 1 else float(held_out), cfg.seed)
-    elif cfg.data.select_on != "last":
-        raise ValueError(f"data.select_on={cfg.data.select_on!r} is not valid; valid values: held_out, last")
-    evals = {name: subsample(tokenized[name], cfg.data.max_eval_samples, 0) for name in info.eval_splits}
-
-    set_seed(cfg.seed)  # the same seed gives the same added-module initialisation and data order
-    model = load_model(cfg.model, num_labels=info.num_labels, verbalizer=template)
-    report = apply_method(model, cfg.method, tokenizer)
-    if cfg.task.head_bias == "label_mean":
-        set_output_bias(model, float(np.mean(train["labels"])))
-
-    def load_base() -> torch.nn.Module:
-        return load_model(cfg.model, num_labels=info.num_labels, verbalizer=template)
-
-    return Prepared(model, report, train, select, evals, make_collator(tokenizer), time.perf_counter() - start,
-                    source, load_base)
-
-
-def set_output_bias(model: torch.nn.Module, value: float) -> None:
-    """Start a regression head's output at `value` (``task.head_bias=label_mean``): its last Linear with one output."""
-    outputs = [m for head in head_modules(model, arch_for(model)) for m in head.modules()
-               if isinstance(m, torch.nn.Linear) and m.out_features == 1]
-    if not outputs or outputs[-1].bias is None:
-        raise ValueError(f"task.head_bias=label_mean: {type(model).__name__} has no regression output with a bias "
-                         "to set; use task.head_bias=zero")
-    with torch.no_grad():
-        outputs[-1].bias.fill_(value)
-
-
-def verbalizer_template(cfg: RunConfig, tokenizer):
-    """The task's template resolved for this model's tokenizer (masked or causal LM by its architecture)."""
-    from peftbench.space.verbalizer import check_template, lm_class, resolve_template
-
-    info = get_task(cfg.task.name)
-    check_template(info.name, cfg.task.template, cfg.task.label_words, info.text_fields, info.num_labels)
-    arch, _ = lm_class(model_config(cfg.model, weights=False).model_type)
-    return resolve_template(cfg.task.template, cfg.task.label_words, info.text_fields, tokenizer, arch.causal)
 
 
 def _optimizer(model: torch.nn.Module, cfg: RunConfig, lr: float) -> torch.optim.Optimizer:
@@ -160,105 +60,6 @@ def _optimizer(model: torch.nn.Module, cfg: RunConfig, lr: float) -> torch.optim
     groups = [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=tuple(cfg.train.adam_betas),
                              eps=cfg.train.adam_eps)
-
-
-@dataclass
-class EvalSplit:
-    """An evaluation split batched from its longest to its shortest row; ``order`` maps batch rows to dataset rows."""
-
-    name: str
-    loader: Any
-    order: np.ndarray
-
-
-def eval_split(name: str, dataset, batch_size: int, collator) -> EvalSplit:
-    order = length_sorted_order(row_lengths(dataset))
-    loader = DataLoader(dataset.select(order), batch_size=batch_size, collate_fn=collator)
-    return EvalSplit(name, loader, order)
-
-
-@torch.no_grad()
-def predict(model, split: EvalSplit, accelerator: Accelerator, task: str) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions (class ids, or scores for a regression task) and references, in the dataset's row order.
-
-    Non-finite logits raise :class:`NonFiniteOutput`: an argmax over NaN would pass for a prediction.
-    """
-    model.eval()
-    preds, refs = [], []
-    for batch in split.loader:
-        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-        logits, labels = accelerator.gather_for_metrics((logits, batch["labels"]))
-        preds.append(logits.float().cpu())
-        refs.append(labels.cpu())
-    logits = torch.cat(preds)
-    bad = int((~torch.isfinite(logits)).any(-1).sum())
-    if bad:
-        raise NonFiniteOutput(f"{bad} of {len(logits)} rows of {split.name} have non-finite logits; "
-                              f"the model diverged (try a smaller train.lr, or train.mixed_precision=no)")
-    predictions = logits.squeeze(-1) if get_task(task).is_regression else logits.argmax(-1)
-    in_order = np.empty(len(split.order), dtype=predictions.numpy().dtype)
-    references = np.empty(len(split.order), dtype=torch.cat(refs).numpy().dtype)
-    in_order[split.order], references[split.order] = predictions.numpy(), torch.cat(refs).numpy()
-    return in_order, references
-
-
-def score(task: str, predictions: np.ndarray, references: np.ndarray, split: str) -> dict[str, float]:
-    """The GLUE metrics; a non-finite one (e.g. Pearson of constant predictions) raises NonFiniteOutput."""
-    metrics = compute_glue_metrics(task, predictions, references)
-    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-    if bad:
-        message = f"metric(s) {', '.join(bad)} on {split} are not finite: {metrics}"
-        if len(predictions) and np.ptp(predictions) == 0:  # what a collapsed run does: Pearson/MCC are undefined for one constant
-            raise ConstantPredictions(f"{message} (the model predicts {predictions.flat[0]:g} for all "
-                                      f"{len(predictions)} rows: a collapsed run; try a smaller train.lr)")
-        raise NonFiniteOutput(message)
-    return metrics
-
-
-def evaluate_split(model, split: EvalSplit, accelerator: Accelerator, task: str) -> dict[str, float]:
-    return score(task, *predict(model, split, accelerator, task), split.name)
-
-
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AMX-BF16 or AVX512-BF16); elsewhere torch emulates bf16 at a
-    fraction of fp32's speed (measured 16× slower than fp32 on an AVX2-only EPYC), so autocast would not pay."""
-    probes = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
-    return any(probe is not None and probe() for probe in probes)
-
-
-def resolve_mixed_precision(setting: str, force_cpu: bool = False) -> str:
-    """``auto``: bf16 autocast where the device computes bf16 natively (a bf16 GPU, an AMX/AVX512-BF16 CPU),
-    fp32 (``no``) otherwise; any other setting is kept as given."""
-    if setting != "auto":
-        return setting
-    if torch.cuda.is_available() and not force_cpu:
-        return "bf16" if torch.cuda.is_bf16_supported() else "no"
-    return "bf16" if cpu_supports_bf16() else "no"
-
-
-def fp32_regression_head(model: torch.nn.Module, task: str) -> bool:
-    """Run a regression task's head outside autocast, so that its predictions are fp32.
-
-    Under bf16 autocast the head's last Linear rounds each prediction to bf16's 8 significant bits: steps of 1/64 at
-    2–4 on STS-B's 0–5 scale. A well-trained model hardly notices (LoRA: ~420 distinct values over STS-B's 1,500 dev
-    rows), but a weakly trained one predicts a handful of values (prefix, lr 5e-4: 5–8) whose Pearson is computed
-    on ties, and a near-constant one predicts one value, whose Pearson is undefined. The head is the pooler and
-    classifier (a d×d and a d×1 product per example), so fp32 costs nothing measurable. Classification heads keep
-    autocast: an argmax is changed by bf16 rounding only at near-ties. Returns whether a head was changed."""
-    if not get_task(task).is_regression:
-        return False
-    heads = head_modules(model, arch_for(model))  # an unmapped architecture was refused before training
-    for head in heads:
-        forward = head.forward
-
-        def in_fp32(*args, _forward=forward, **kwargs):
-            device = next((a.device.type for a in args if torch.is_tensor(a)), "cpu")
-            with torch.autocast(device_type=device, enabled=False):
-                return _forward(*(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args),
-                                **kwargs)
-
-        head.forward = in_fp32  # an instance attribute: the parameters' names and the state dict do not change
-    return bool(heads)
 
 
 def effective_lr(cfg: RunConfig) -> float:
@@ -282,21 +83,49 @@ def linear_warmup_decay(optimizer: torch.optim.Optimizer, warmup: int, total: in
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint: Path | None = None) -> dict[str, Any]:
-    """Train, keep the best epoch on the selection split, and score every evaluation split of the dev set.
+@dataclass
+class Loop:
+    """The training objects of one run as `accelerate` prepared them, and the numbers the loop steps by."""
 
-    With `checkpoint`, the training state is saved there at every epoch end and when SIGTERM asks the run to stop
-    (then :class:`~peftbench.run.checkpoint.RunInterrupted` is raised), and a run finding one there continues from it
-    (`peftbench.run.checkpoint`)."""
-    with PeakMemory() as memory:
-        result = _train_and_evaluate(cfg, prep, tracker, checkpoint)
-    result["peak_mem_mb"] = memory.mib
-    return result
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    sampler: Any  # its generator draws each epoch's batch order
+    train_dl: DataLoader
+    select: EvalSplit | None  # the held-out split the best epoch is chosen on (None: data.select_on=last)
+    evals: list[EvalSplit]  # the dev splits the run reports
+    trainable: list[torch.nn.Parameter]
+    gates: GateMonitor
+    task: str
+    main_metric: str
+    lr: float
+    total: int  # optimizer steps of the whole run
+    fp32_head: bool  # a regression head kept in fp32 under autocast
 
 
-def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint: Path | None = None) -> dict[str, Any]:
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+@dataclass
+class Progress:
+    """Where training stands: what the loop carries from batch to batch, and what a checkpoint saves of it besides
+    the parameters, the optimizer and the scheduler (`checkpoint_state`)."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: float = -math.inf  # the best held-out score so far
+    best_state: dict[str, torch.Tensor] | None = None  # the trainable parameters at that epoch
+    step: int = 0
+    seen: int = 0
+    train_time: float = 0.0
+    tokens: dict[str, int] = field(default_factory=lambda: {"real": 0, "padded": 0})
+    loss_sum: float = 0.0
+    n_batches: int = 0
+    start_epoch: int = 1
+    skip: int = 0  # batches of `start_epoch` already trained before a stop
+    resumed: dict[str, Any] | None = None  # the checkpoint this run continues from
+
+
+def build_loop(cfg: RunConfig, prep: Prepared) -> Loop:
+    """The accelerator, the length-grouped training batches, the evaluation splits, AdamW with its linear schedule,
+    all prepared by `accelerate`."""
     # On a machine without an accelerator, cpu=True also lets `accelerate launch` / torchrun run data-parallel
     # processes on the CPU (gloo); accelerate sets that up only when told the CPU is the device.
     cpu = cfg.train.cpu or not (torch.cuda.is_available() or torch.backends.mps.is_available())
@@ -319,150 +148,209 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint
     for split in ([select] if select is not None else []) + evals:
         split.loader = accelerator.prepare(split.loader)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    gates = GateMonitor(model)
+    return Loop(accelerator, model, optimizer, scheduler, sampler, train_dl, select, evals, trainable,
+                GateMonitor(model), task, get_task(task).main_metric, lr, total, fp32_head)
 
-    main = get_task(task).main_metric
-    history, best, best_state, step, seen, train_time = [], -math.inf, None, 0, 0, 0.0
-    tokens = {"real": 0, "padded": 0}
-    start_epoch, skip, loss_sum, n_batches = 1, 0, 0.0, 0
-    resumed = ckpt.load(checkpoint, f"{cfg.method.name}/{task}/seed {cfg.seed}")
-    named = dict(model.named_parameters())
-    if resumed is not None:
-        with torch.no_grad():
-            for name, value in resumed["trainable"].items():
-                named[name].copy_(value)
-        optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        history, best, best_state = resumed["history"], resumed["best"], resumed["best_state"]
-        step, seen, train_time, tokens = resumed["step"], resumed["seen"], resumed["train_time"], resumed["tokens"]
-        start_epoch, skip, loss_sum, n_batches = resumed["epoch"], resumed["batch"], resumed["loss_sum"], resumed["batch"]
-        sampler.generator.set_state(resumed["epoch_generator"])
 
-    def state(epoch: int, batch: int, epoch_generator: torch.Tensor) -> dict[str, Any]:
-        """What `peftbench.run.checkpoint` saves: the run stands before batch `batch` of epoch `epoch`."""
-        return {"epoch": epoch, "batch": batch, "epoch_generator": epoch_generator, "rng": ckpt.rng_states(),
-                "trainable": {n: p.detach().cpu().clone() for n, p in named.items() if p.requires_grad},
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history,
-                "best": best, "best_state": best_state, "step": step, "seen": seen, "train_time": train_time,
-                "tokens": dict(tokens), "loss_sum": loss_sum if batch else 0.0}  # fmt: skip
+def resume(loop: Loop, checkpoint: Path | None, what: str) -> Progress:
+    """The progress of a run starting afresh, or of one continuing from the checkpoint at `checkpoint` (the trainable
+    parameters, optimizer, scheduler and data order restored; `peftbench.run.checkpoint`)."""
+    resumed = ckpt.load(checkpoint, what)
+    if resumed is None:
+        return Progress()
+    named = dict(loop.model.named_parameters())
+    with torch.no_grad():
+        for name, value in resumed["trainable"].items():
+            named[name].copy_(value)
+    loop.optimizer.load_state_dict(resumed["optimizer"])
+    loop.scheduler.load_state_dict(resumed["scheduler"])
+    progress = Progress(history=resumed["history"], best=resumed["best"], best_state=resumed["best_state"],
+                        step=resumed["step"], seen=resumed["seen"], train_time=resumed["train_time"],
+                        tokens=resumed["tokens"], loss_sum=resumed["loss_sum"], n_batches=resumed["batch"],
+                        start_epoch=resumed["epoch"], skip=resumed["batch"], resumed=resumed)
+    loop.sampler.generator.set_state(resumed["epoch_generator"])
+    return progress
 
-    bar = tqdm(total=total, initial=step, desc=f"{cfg.method.name}/{task}",
-               disable=not (cfg.train.progress and accelerator.is_main_process), unit="step")  # fmt: skip
-    for epoch in range(start_epoch, cfg.train.epochs + 1):
-        model.train()
-        epoch_generator = sampler.generator.get_state()  # the epoch's order is drawn from here
-        epoch_start = time.perf_counter()
-        if epoch > start_epoch or resumed is None:
-            loss_sum, n_batches = 0.0, 0
-        restore_rng = resumed is not None and epoch == start_epoch
-        for i, batch in enumerate(train_dl):
-            if epoch == start_epoch and i < skip:  # a resumed epoch: these batches were trained before the stop
-                continue
-            if restore_rng:
-                ckpt.set_rng_states(resumed["rng"])  # dropout continues from where it stopped
-                restore_rng = False
-            loss = model(**batch).loss
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch} step {step + 1} (lr {lr:g}); "
-                                       f"try a smaller train.lr")
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step, seen, n_batches = step + 1, seen + len(batch["labels"]), n_batches + 1
-            mask = batch["attention_mask"]
-            tokens["padded"], tokens["real"] = tokens["padded"] + mask.numel(), tokens["real"] + int(mask.sum())
-            loss_value = loss.item()
-            loss_sum += loss_value
-            bar.update(1)
-            if step % cfg.train.log_every == 0 or step == total:
-                rate = seen / (train_time + time.perf_counter() - epoch_start)
-                bar.set_postfix(loss=f"{loss_value:.4f}", ex_s=f"{rate:.1f}")
-                if tracker is not None:
-                    tracker.log({"train/loss": loss_value, "train/lr": scheduler.get_last_lr()[0],
-                                 "train/examples_per_s": rate}, step=step)
-            if ckpt.STOP:
-                bar.close()
-                where = "no checkpoint (train.checkpoint=false): a rerun starts over"
-                if checkpoint is not None:
-                    train_time += time.perf_counter() - epoch_start
-                    if accelerator.is_main_process:
-                        ckpt.save(checkpoint, state(epoch, i + 1, epoch_generator))
-                    where = f"checkpoint {checkpoint}: rerun the same command to resume"
-                raise ckpt.RunInterrupted(f"stopped by SIGTERM at epoch {epoch}, step {step} of {total}; {where}")
-        if restore_rng:  # stopped after the epoch's last batch
-            ckpt.set_rng_states(resumed["rng"])
-        train_time += time.perf_counter() - epoch_start
-        entry: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(n_batches, 1),
-                                 "lr": scheduler.get_last_lr()[0]}
-        if select is not None:
-            with gates.tracking() as lambdas:
-                try:
-                    entry["select"] = evaluate_split(model, select, accelerator, task)
-                except ConstantPredictions as err:  # this epoch cannot be chosen; a later one may have learned
-                    entry["select_error"] = str(err)
-            if lambdas:
-                entry["gate_lambda"] = lambdas
-            if "select" in entry and entry["select"][main] > best:
-                best = entry["select"][main]
-                best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-                entry["best"] = True
-        history.append(entry)
-        if tracker is not None:
-            logged = {f"select/{k}": v for k, v in entry.get("select", {}).items()} | {"epoch": epoch}
-            logged |= {f"select/gate_lambda/layer_{i}": v for i, v in enumerate(entry.get("gate_lambda", []))}
-            tracker.log(logged, step=step)
-        if checkpoint is not None and epoch < cfg.train.epochs and accelerator.is_main_process:
-            ckpt.save(checkpoint, state(epoch + 1, 0, sampler.generator.get_state()))
+
+def checkpoint_state(loop: Loop, progress: Progress, epoch: int, batch: int,
+                     epoch_generator: torch.Tensor) -> dict[str, Any]:
+    """What `peftbench.run.checkpoint` saves: the run stands before batch `batch` of epoch `epoch`."""
+    return {"epoch": epoch, "batch": batch, "epoch_generator": epoch_generator, "rng": ckpt.rng_states(),
+            "trainable": {n: p.detach().cpu().clone() for n, p in loop.model.named_parameters() if p.requires_grad},
+            "optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(),
+            "history": progress.history, "best": progress.best, "best_state": progress.best_state,
+            "step": progress.step, "seen": progress.seen, "train_time": progress.train_time,
+            "tokens": dict(progress.tokens), "loss_sum": progress.loss_sum if batch else 0.0}  # fmt: skip
+
+
+def train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint: Path | None = None) -> dict[str, Any]:
+    """Train, keep the best epoch on the selection split, and score every evaluation split of the dev set.
+
+    With `checkpoint`, the training state is saved there at every epoch end and when SIGTERM asks the run to stop
+    (then :class:`~peftbench.run.checkpoint.RunInterrupted` is raised), and a run finding one there continues from it
+    (`peftbench.run.checkpoint`)."""
+    with PeakMemory() as memory:
+        result = _train_and_evaluate(cfg, prep, tracker, checkpoint)
+    result["peak_mem_mb"] = memory.mib
+    return result
+
+
+def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint: Path | None = None) -> dict[str, Any]:
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    loop = build_loop(cfg, prep)
+    progress = resume(loop, checkpoint, f"{cfg.method.name}/{loop.task}/seed {cfg.seed}")
+    bar = tqdm(total=loop.total, initial=progress.step, desc=f"{cfg.method.name}/{loop.task}",
+               disable=not (cfg.train.progress and loop.accelerator.is_main_process), unit="step")  # fmt: skip
+    for epoch in range(progress.start_epoch, cfg.train.epochs + 1):
+        train_epoch(cfg, loop, progress, epoch, bar, tracker, checkpoint)
+        end_epoch(cfg, loop, progress, epoch, tracker, checkpoint)
     bar.close()
-    if select is not None and best_state is None and history and "select_error" in history[-1]:
+    best_epoch = restore_best(cfg, loop, progress)
+    # Score what would be stored: the prefix/prompt vectors, not the MLP or LSTM that produced them.
+    export_reparameterisations(loop.accelerator.unwrap_model(loop.model))
+    eval_start = time.perf_counter()
+    metrics, predictions, gate_lambda = score_dev(loop.model, loop.evals, loop.accelerator, loop.task, loop.gates)
+    eval_time = time.perf_counter() - eval_start
+    return _result(loop, progress, prep, metrics, predictions, gate_lambda, best_epoch, eval_time,
+                   _inference(cfg, loop, prep))
+
+
+def train_epoch(cfg: RunConfig, loop: Loop, progress: Progress, epoch: int, bar, tracker,
+                checkpoint: Path | None) -> None:
+    """One pass over the training batches (of a resumed epoch, the batches not trained before the stop); SIGTERM
+    between two batches saves the checkpoint and raises `RunInterrupted`."""
+    loop.model.train()
+    epoch_generator = loop.sampler.generator.get_state()  # the epoch's order is drawn from here
+    epoch_start = time.perf_counter()
+    resumed = progress.resumed
+    if epoch > progress.start_epoch or resumed is None:
+        progress.loss_sum, progress.n_batches = 0.0, 0
+    restore_rng = resumed is not None and epoch == progress.start_epoch
+    for i, batch in enumerate(loop.train_dl):
+        if epoch == progress.start_epoch and i < progress.skip:  # a resumed epoch: trained before the stop
+            continue
+        if restore_rng:
+            ckpt.set_rng_states(resumed["rng"])  # dropout continues from where it stopped
+            restore_rng = False
+        train_step(cfg, loop, progress, batch, epoch, epoch_start, bar, tracker)
+        if ckpt.STOP:
+            bar.close()
+            where = "no checkpoint (train.checkpoint=false): a rerun starts over"
+            if checkpoint is not None:
+                progress.train_time += time.perf_counter() - epoch_start
+                if loop.accelerator.is_main_process:
+                    ckpt.save(checkpoint, checkpoint_state(loop, progress, epoch, i + 1, epoch_generator))
+                where = f"checkpoint {checkpoint}: rerun the same command to resume"
+            raise ckpt.RunInterrupted(f"stopped by SIGTERM at epoch {epoch}, step {progress.step} of {loop.total}; "
+                                      f"{where}")
+    if restore_rng:  # stopped after the epoch's last batch
+        ckpt.set_rng_states(resumed["rng"])
+    progress.train_time += time.perf_counter() - epoch_start
+
+
+def train_step(cfg: RunConfig, loop: Loop, progress: Progress, batch: dict[str, torch.Tensor], epoch: int,
+               epoch_start: float, bar, tracker) -> None:
+    """Forward, backward, gradient clipping and one optimizer and scheduler step; a non-finite loss raises
+    `TrainingDiverged`. Counts examples and (padded) tokens, and logs the loss every ``train.log_every`` steps."""
+    loss = loop.model(**batch).loss
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch} step {progress.step + 1} (lr {loop.lr:g}); "
+                               f"try a smaller train.lr")
+    loop.accelerator.backward(loss)
+    loop.accelerator.clip_grad_norm_(loop.trainable, cfg.train.max_grad_norm)
+    loop.optimizer.step()
+    loop.scheduler.step()
+    loop.optimizer.zero_grad(set_to_none=True)
+    progress.step, progress.seen, progress.n_batches = (progress.step + 1, progress.seen + len(batch["labels"]),
+                                                        progress.n_batches + 1)
+    mask = batch["attention_mask"]
+    progress.tokens["padded"] += mask.numel()
+    progress.tokens["real"] += int(mask.sum())
+    loss_value = loss.item()
+    progress.loss_sum += loss_value
+    bar.update(1)
+    if progress.step % cfg.train.log_every == 0 or progress.step == loop.total:
+        rate = progress.seen / (progress.train_time + time.perf_counter() - epoch_start)
+        bar.set_postfix(loss=f"{loss_value:.4f}", ex_s=f"{rate:.1f}")
+        if tracker is not None:
+            tracker.log({"train/loss": loss_value, "train/lr": loop.scheduler.get_last_lr()[0],
+                         "train/examples_per_s": rate}, step=progress.step)
+
+
+def end_epoch(cfg: RunConfig, loop: Loop, progress: Progress, epoch: int, tracker, checkpoint: Path | None) -> None:
+    """The epoch's history entry: train loss, lr and, on the held-out split, the selection metrics and gate λ (an
+    epoch whose predictions are constant is recorded as unselectable); the best epoch's parameters kept; the
+    checkpoint saved before the next epoch."""
+    entry: dict[str, Any] = {"epoch": epoch, "train_loss": progress.loss_sum / max(progress.n_batches, 1),
+                             "lr": loop.scheduler.get_last_lr()[0]}
+    if loop.select is not None:
+        with loop.gates.tracking() as lambdas:
+            try:
+                entry["select"] = evaluate_split(loop.model, loop.select, loop.accelerator, loop.task)
+            except ConstantPredictions as err:  # this epoch cannot be chosen; a later one may have learned
+                entry["select_error"] = str(err)
+        if lambdas:
+            entry["gate_lambda"] = lambdas
+        if "select" in entry and entry["select"][loop.main_metric] > progress.best:
+            progress.best = entry["select"][loop.main_metric]
+            progress.best_state = {n: p.detach().clone() for n, p in loop.model.named_parameters() if p.requires_grad}
+            entry["best"] = True
+    progress.history.append(entry)
+    if tracker is not None:
+        logged = {f"select/{k}": v for k, v in entry.get("select", {}).items()} | {"epoch": epoch}
+        logged |= {f"select/gate_lambda/layer_{i}": v for i, v in enumerate(entry.get("gate_lambda", []))}
+        tracker.log(logged, step=progress.step)
+    if checkpoint is not None and epoch < cfg.train.epochs and loop.accelerator.is_main_process:
+        ckpt.save(checkpoint, checkpoint_state(loop, progress, epoch + 1, 0, loop.sampler.generator.get_state()))
+
+
+def restore_best(cfg: RunConfig, loop: Loop, progress: Progress) -> int:
+    """Put back the parameters of the epoch chosen on the held-out split, and return that epoch (the last one without
+    a held-out split); `ConstantPredictions` when no epoch could be chosen."""
+    history = progress.history
+    if loop.select is not None and progress.best_state is None and history and "select_error" in history[-1]:
         raise ConstantPredictions(f"no epoch can be chosen: at every epoch (1-{cfg.train.epochs}) "
                                   + history[-1]["select_error"])
-
-    if best_state is not None:  # restore the epoch chosen on the held-out split
-        params = dict(model.named_parameters())
+    if progress.best_state is not None:  # restore the epoch chosen on the held-out split
+        params = dict(loop.model.named_parameters())
         with torch.no_grad():
-            for name, value in best_state.items():
+            for name, value in progress.best_state.items():
                 params[name].copy_(value)
-    best_epoch = next((h["epoch"] for h in reversed(history) if h.get("best")), cfg.train.epochs)
-    # Score what would be stored: the prefix/prompt vectors, not the MLP or LSTM that produced them.
-    export_reparameterisations(accelerator.unwrap_model(model))
+    return next((h["epoch"] for h in reversed(history) if h.get("best")), cfg.train.epochs)
 
-    eval_start = time.perf_counter()
-    metrics: dict[str, float] = {}
-    predictions: dict[str, dict[str, list]] = {}
-    gate_lambda: dict[str, list[float]] = {}
-    for split in evals:
-        suffix = "_mm" if split.name.endswith("mismatched") else ""
-        with gates.tracking() as lambdas:
-            preds, refs = predict(model, split, accelerator, task)
-        metrics.update({f"{k}{suffix}": v for k, v in score(task, preds, refs, split.name).items()})
-        predictions[split.name] = {"predictions": _plain(preds), "references": _plain(refs)}
-        if lambdas:
-            gate_lambda[split.name] = lambdas
-    eval_time = time.perf_counter() - eval_start
-    inference = None
-    if accelerator.num_processes == 1 and prep.load_base is not None and evals:
-        def load_base():  # the base model as the run computes: its regression head in fp32 too
-            base = prep.load_base()
-            if fp32_head:
-                fp32_regression_head(base, task)
-            return base
 
-        inference = inference_cost(accelerator.unwrap_model(model), load_base, evals[0].loader,
-                                   cfg.train.inference_batches, accelerator.autocast, accelerator.device)
+def _inference(cfg: RunConfig, loop: Loop, prep: Prepared) -> dict[str, Any] | None:
+    """The trained model's inference time over the base model's (`peftbench.run.latency`), in one process only."""
+    if not (loop.accelerator.num_processes == 1 and prep.load_base is not None and loop.evals):
+        return None
+
+    def load_base():  # the base model as the run computes: its regression head in fp32 too
+        base = prep.load_base()
+        if loop.fp32_head:
+            fp32_regression_head(base, loop.task)
+        return base
+
+    return inference_cost(loop.accelerator.unwrap_model(loop.model), load_base, loop.evals[0].loader,
+                          cfg.train.inference_batches, loop.accelerator.autocast, loop.accelerator.device)
+
+
+def _result(loop: Loop, progress: Progress, prep: Prepared, metrics: dict[str, float], predictions: dict,
+            gate_lambda: dict, best_epoch: int, eval_time: float, inference: dict[str, Any] | None) -> dict[str, Any]:
+    """What training adds to the run's record."""
+    accelerator, tokens, train_time = loop.accelerator, progress.tokens, progress.train_time
     return {
         "metrics": metrics,
-        "score": metrics[main],
-        "metric": main,
-        "history": history,
+        "score": metrics[loop.main_metric],
+        "metric": loop.main_metric,
+        "history": progress.history,
         "best_epoch": best_epoch,
-        "lr": lr,
-        "steps": step,
+        "lr": loop.lr,
+        "steps": progress.step,
         "train_examples": len(prep.train),
         # `seen` and `tokens` count this process's share of a data-parallel run (num_processes shares)
-        "throughput": {"train_examples_per_s": seen * accelerator.num_processes / train_time if train_time else None,
+        "throughput": {"train_examples_per_s": progress.seen * accelerator.num_processes / train_time
+                       if train_time else None,
                        "train_time_s": train_time, "eval_time_s": eval_time,
                        "setup_time_s": prep.setup_s, "real_tokens": tokens["real"],
                        "padded_tokens": tokens["padded"],
@@ -472,40 +360,11 @@ def _train_and_evaluate(cfg: RunConfig, prep: Prepared, tracker=None, checkpoint
         "num_processes": accelerator.num_processes,
         "determinism": determinism(accelerator.device.type, accelerator.mixed_precision),
         "mixed_precision": accelerator.mixed_precision,
-        "head_precision": "fp32" if fp32_head else accelerator.mixed_precision,
+        "head_precision": "fp32" if loop.fp32_head else accelerator.mixed_precision,
         "gate_lambda": gate_lambda or None,
         "inference": inference,
         "predictions": predictions,
     }
-
-
-def _plain(values: np.ndarray) -> list:
-    """Per-example predictions as JSON numbers: class ids as ints, regression scores to 7 significant digits
-    (fixed decimals would flatten a near-constant output and change its Pearson correlation)."""
-    if np.issubdtype(values.dtype, np.floating):
-        return [float(f"{v:.7g}") for v in values]
-    return [int(v) for v in values]
-
-
-class GateMonitor:
-    """The mean prefix gate λ(x) per layer over an evaluation split, for every gated prefix of a model.
-
-    λ near 1 means the layer attends almost only to its prefix — the signature of a collapsed prefix run.
-    """
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.heads = [m for m in model.modules() if isinstance(m, PrefixHeads) and m.gate]
-
-    @contextlib.contextmanager
-    def tracking(self) -> Iterator[list[float]]:
-        """Yields a list that holds each gated layer's mean λ (bottom layer first) once the block ends."""
-        out: list[float] = []
-        for head in self.heads:
-            head.start_gate_tracking()
-        try:
-            yield out
-        finally:
-            out.extend(head.stop_gate_tracking() for head in self.heads)
 
 
 class PeakMemory:
