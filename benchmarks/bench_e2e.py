@@ -26,10 +26,11 @@ import torch
 
 from peftbench.run.batching import padding_ratio, row_lengths, train_sampler
 from peftbench.run.config import compose, to_specs
-from peftbench.run.data import load_glue, tokenize_glue
+from peftbench.run.data import load_glue
 from peftbench.run.models import load_tokenizer
 from peftbench.run.precision import cpu_supports_bf16, resolve_mixed_precision
 from peftbench.run.setup import prepare
+from peftbench.run.tokenisation import tokenize_glue
 from peftbench.run.train import train_and_evaluate
 
 VARIANTS = {

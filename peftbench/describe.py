@@ -14,8 +14,8 @@ from peftbench.run.config import compose, fail, one_line_error, to_specs
 
 def describe(overrides: list[str]) -> dict:
     """The budget of one (method, model) as plain data."""
-    from peftbench.run.data import get_task
     from peftbench.run.models import load_model
+    from peftbench.run.tasks import get_task
     from peftbench.space.inject import apply_method
 
     specs = to_specs(compose(overrides))

@@ -17,8 +17,9 @@ import peftbench.__main__ as cli
 import peftbench.run.record
 from peftbench.run import job, sweep, validate
 from peftbench.run.config import compose, one_line_error, to_specs
-from peftbench.run.data import DataError, read_glue_tsv
+from peftbench.run.data import read_glue_tsv
 from peftbench.run.record import write_record
+from peftbench.run.tasks import DataError
 from peftbench.space.spec import ModuleSpec, SpecError, parse_layers
 from tests.conftest import tiny_model
 

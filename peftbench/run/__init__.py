@@ -2,8 +2,8 @@
 
 `config` is the schema every config group is checked against; `sweep` turns a command line into its jobs and
 `validate` checks every one of them, and the folders they write to, before anything runs; `job` runs one job
-(resume, claim, checkpoint, record). The run itself: `setup` (GLUE data from `data`, the model from `models`, the
-method applied), `train` (batches from `batching`, the best epoch kept on the held-out split), `evaluate` (scores
+(resume, claim, checkpoint, record). The run itself: `setup` (GLUE data: the task facts of `tasks`, loaded by
+`data`, tokenised by `tokenisation`; the model from `models`, the method applied), `train` (batches from `batching`, the best epoch kept on the held-out split), `evaluate` (scores
 from `metrics`), `precision` (what ``mixed_precision=auto`` resolves to), `latency` (inference cost). `checkpoint`
 and `claims` let a run survive preemption and share a results folder; `record` writes the one self-describing
 ``result.json``, `artefacts` what the run trained; `tracking` logs to W&B. The run imports the design space

@@ -71,9 +71,9 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.n
     or ``full``). The model is in eval mode; ``model.peftbench_run`` holds the specs and the tokenizer."""
     from transformers import set_seed
 
-    from peftbench.run.data import get_task
     from peftbench.run.models import load_model, load_tokenizer
     from peftbench.run.setup import verbalizer_template
+    from peftbench.run.tasks import get_task
     from peftbench.space.inject import apply_method, export_reparameterisations
 
     run_dir = Path(run_dir)
@@ -114,9 +114,11 @@ def predict_run(run_dir: str | Path, split: str | None = None):
     with the references: what the run scored, recomputed."""
     from accelerate import Accelerator
 
-    from peftbench.run.data import get_task, load_glue, make_collator, subsample, tokenize_glue
+    from peftbench.run.data import load_glue, subsample
     from peftbench.run.evaluate import eval_split, predict
     from peftbench.run.precision import fp32_regression_head
+    from peftbench.run.tasks import get_task
+    from peftbench.run.tokenisation import make_collator, tokenize_glue
 
     model = load_run(run_dir)
     specs, tokenizer, template = (model.peftbench_run[k] for k in ("specs", "tokenizer", "template"))

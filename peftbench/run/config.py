@@ -63,7 +63,7 @@ class TaskSpec:
     head_bias: str = "zero"
 
     def __post_init__(self) -> None:
-        from peftbench.run.data import GLUE_TASKS  # lazily: datasets is slow to import
+        from peftbench.run.tasks import GLUE_TASKS  # lazily: datasets is slow to import
 
         _require(str(self.name).lower() in GLUE_TASKS,
                  f"task.name={self.name!r} is not a GLUE task; valid: {', '.join(GLUE_TASKS)}")
@@ -271,7 +271,7 @@ def check_known_keys(cfg: DictConfig, where: str = "") -> None:
 
 def check_verbalizer(specs: RunConfig) -> None:
     """The task has a template naming its fields and one label word per label; the model has an LM head mapping."""
-    from peftbench.run.data import get_task
+    from peftbench.run.tasks import get_task
     from peftbench.space.verbalizer import check_template, has_lm_head, lm_class
 
     info = get_task(specs.task.name)

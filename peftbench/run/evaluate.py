@@ -19,8 +19,8 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from peftbench.run.batching import length_sorted_order, row_lengths
-from peftbench.run.data import get_task
 from peftbench.run.metrics import compute_glue_metrics
+from peftbench.run.tasks import get_task
 from peftbench.space.prefix import PrefixHeads
 
 

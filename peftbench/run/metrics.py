@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from peftbench.run.data import get_task
+from peftbench.run.tasks import get_task
 
 if TYPE_CHECKING:
     import evaluate

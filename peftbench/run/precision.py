@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from peftbench.run.data import get_task
+from peftbench.run.tasks import get_task
 from peftbench.space.arch import arch_for
 from peftbench.space.inject import head_modules
 

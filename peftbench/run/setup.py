@@ -13,16 +13,10 @@ import torch
 from accelerate.utils import set_seed
 
 from peftbench.run.config import RunConfig
-from peftbench.run.data import (
-    get_task,
-    load_glue,
-    make_collator,
-    pick_source,
-    split_for_selection,
-    subsample,
-    tokenize_glue,
-)
+from peftbench.run.data import load_glue, pick_source, split_for_selection, subsample
 from peftbench.run.models import load_model, load_tokenizer, model_config
+from peftbench.run.tasks import get_task
+from peftbench.run.tokenisation import make_collator, tokenize_glue
 from peftbench.space.arch import arch_for
 from peftbench.space.inject import MethodReport, apply_method, head_modules
 

@@ -26,7 +26,6 @@ from tqdm.auto import tqdm
 from peftbench.run import checkpoint as ckpt
 from peftbench.run.batching import row_lengths, train_sampler
 from peftbench.run.config import RunConfig
-from peftbench.run.data import get_task
 from peftbench.run.evaluate import (
     ConstantPredictions,
     EvalSplit,
@@ -38,6 +37,7 @@ from peftbench.run.evaluate import (
 from peftbench.run.latency import inference_cost
 from peftbench.run.precision import determinism, fp32_regression_head, resolve_mixed_precision
 from peftbench.run.setup import Prepared
+from peftbench.run.tasks import get_task
 from peftbench.space.inject import export_reparameterisations
 from peftbench.space.prefix import PrefixEncoder, PrefixHeads
 from peftbench.space.prompts import PromptInserter
