@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from peftbench import verify
+from peftbench.run import rerun
+from peftbench.run.verify import sample
 
 CANARY = Path(__file__).resolve().parent / "data" / "canary" / "result.json"
 CANARY_COMMAND = ("python -m peftbench method=mam model=tiny_bert task=stsb data.max_train_samples=128 data.held_out=32 "
@@ -111,12 +113,12 @@ def test_a_bf16_record_is_refused_on_a_cpu_without_native_bf16(tmp_path, monkeyp
 
 def test_the_sample_is_deterministic_and_spread_over_methods():
     records = [(Path(f"{m}/{i}/result.json"), {"method": m}) for m in ("lora", "mam", "full") for i in range(5)]
-    picked = verify.sample(records, 4, seed=1)
-    assert picked == verify.sample(records, 4, seed=1)
+    picked = sample(records, 4, seed=1)
+    assert picked == sample(records, 4, seed=1)
     methods = [r["method"] for _, r in picked]
     assert sorted(methods[:3]) == ["full", "lora", "mam"] and len(set(methods)) == 3
-    assert len({tuple(p for p, _ in verify.sample(records, 4, seed=s)) for s in range(5)}) > 1
-    assert len(verify.sample(records, 99, seed=0)) == 15
+    assert len({tuple(p for p, _ in sample(records, 4, seed=s)) for s in range(5)}) > 1
+    assert len(sample(records, 99, seed=0)) == 15
 
 
 def test_a_recorded_config_becomes_overrides_that_compose_it():
@@ -127,7 +129,7 @@ def test_a_recorded_config_becomes_overrides_that_compose_it():
     config["method"]["modules"]["extra"] = {**config["method"]["modules"]["ffn"], "r": 4, "representation": ["attn"]}
     config["task"]["template"] = "{sentence1} isn't \\ ${sentence2}? {mask}"
     config["model"]["config"]["hidden_dropout_prob"] = 0.2
-    plan = verify.plan(record)
+    plan = rerun.plan(record)
     from peftbench.run.config import as_plain, compose
     from peftbench.run.record import record_key
 
