@@ -539,6 +539,7 @@ def test_a_single_run_that_never_uses_results_root_does_not_check_it(tmp_path, m
 def test_export_onto_an_existing_file_fails_in_one_line(tmp_path, capsys, monkeypatch, merged):
     """Defect 6: ``--to peft <existing file>`` raised FileExistsError after loading the model."""
     import peftbench.export
+    import peftbench.run.export
     from peftbench import load_method
     from peftbench.run.models import ModelSpec
 
@@ -548,7 +549,7 @@ def test_export_onto_an_existing_file_fails_in_one_line(tmp_path, capsys, monkey
                                "tokenizer": SimpleNamespace(save_pretrained=lambda out: None)}
         return model
 
-    monkeypatch.setattr(peftbench.export, "load_run", load_run)
+    monkeypatch.setattr(peftbench.run.export, "load_run", load_run)
     (tmp_path / "out").write_text("")
     args = [str(tmp_path / "run"), "--merged" if merged else "--to", *([] if merged else ["peft"])]
     assert peftbench.export.main([*args, str(tmp_path / "out")]) == 2
