@@ -19,10 +19,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from peftbench.run.config import CONF_DIR
 from peftbench.run.job import FAILED_LOG_ENV, failures, run_job, selection_score
 from peftbench.run.sweep import normalise_argv
 from peftbench.run.validate import validate_command_line
+from peftbench.space.presets import CONF_DIR
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")

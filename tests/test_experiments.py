@@ -25,7 +25,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from peftbench.describe import describe
-from peftbench.run.config import CONF_DIR, compose, to_specs
+from peftbench.run.config import compose, to_specs
+from peftbench.space.presets import CONF_DIR
 
 EXPERIMENT_DIR = CONF_DIR / "experiment"
 README = CONF_DIR.parent / "experiments" / "README.md"

@@ -23,7 +23,7 @@ from peftbench.analysis.compare import (
     parse_compare,
 )
 from peftbench.analysis.records import load_records
-from peftbench.run.config import CONF_DIR
+from peftbench.space.presets import CONF_DIR
 from tests.test_report import make_record, write
 
 SCORES = np.array([90.1, 91.3, 89.7, 92.0, 90.8])

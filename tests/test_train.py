@@ -245,7 +245,8 @@ def test_head_bias_at_zero_keeps_the_run_key_of_records_written_before_it_existe
 
 @pytest.mark.slow
 def test_label_mean_head_bias_starts_a_regression_head_at_the_mean_training_label(glue_dir, tmp_path):
-    from peftbench.run.config import SpecError, compose, to_specs
+    from peftbench.run.config import compose, to_specs
+    from peftbench.space.spec import SpecError
 
     common = ["model=tiny_bert", "method=prefix", "task=stsb", "data.max_train_samples=64", "data.held_out=16",
               f"data.glue_dir={glue_dir}", f"data.cache_dir={tmp_path}"]

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftbench.run.config import CONF_DIR
 from peftbench.run.record import NOT_IN_KEY, record_precision, run_key
+from peftbench.space.presets import CONF_DIR
 
 IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 RECORD = "result.json"

@@ -12,7 +12,8 @@ import itertools
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ValueType
 
-from peftbench.run.config import CONF_DIR, add_new_slots, compose
+from peftbench.run.config import add_new_slots, compose
+from peftbench.space.presets import CONF_DIR
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from peftbench.run.config import CONF_DIR, compose, fail, one_line_error, to_specs
+from peftbench.run.config import compose, fail, one_line_error, to_specs
 from peftbench.run.sweep import MULTIRUN_FLAGS, sweep_choices
+from peftbench.space.presets import CONF_DIR
 
 
 def _plain_seed(override: str) -> bool:
