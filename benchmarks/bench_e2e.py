@@ -24,11 +24,14 @@ from pathlib import Path
 
 import torch
 
-from peftbench.batching import padding_ratio, row_lengths, train_sampler
-from peftbench.config import compose, to_specs
-from peftbench.data import load_glue, tokenize_glue
-from peftbench.models import load_tokenizer
-from peftbench.train import cpu_supports_bf16, prepare, resolve_mixed_precision, train_and_evaluate
+from peftbench.run.batching import padding_ratio, row_lengths, train_sampler
+from peftbench.run.config import compose, to_specs
+from peftbench.run.data import load_glue
+from peftbench.run.models import load_tokenizer
+from peftbench.run.precision import cpu_supports_bf16, resolve_mixed_precision
+from peftbench.run.setup import prepare
+from peftbench.run.tokenisation import tokenize_glue
+from peftbench.run.train import train_and_evaluate
 
 VARIANTS = {
     "old default (random batches, fp32)": ["train.group_by_length=false", "train.mixed_precision=no"],
@@ -89,7 +92,7 @@ def padding_table(model: str, batch_size: int, seed: int) -> list[dict]:
 def bf16_probe(steps: int = 3) -> dict:
     """Median LoRA step (MiniLM shape, batch 32, length 64) in fp32 and in bf16 autocast, alternating."""
     from peftbench import apply_method, load_method
-    from peftbench.models import load_model
+    from peftbench.run.models import load_model
 
     model = load_model(to_specs(compose(["model=minilm"])).model, num_labels=2)
     apply_method(model, load_method("lora"))

@@ -6,7 +6,7 @@ LoRA, Houlsby adapters, parallel adapters and MAM, alternating all of them in ro
 
 Writes benchmarks/results/inference-<time>.json and .md (the command first). Run it on a quiet machine: a sweep or
 tests running beside it distort every figure. Each run of `python -m peftbench` also measures its own ratio
-(`peftbench.latency`; the report's "Cost per cell"), with fewer batches.
+(`peftbench.run.latency`; the report's "Cost per cell"), with fewer batches.
 """
 
 from __future__ import annotations

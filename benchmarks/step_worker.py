@@ -89,9 +89,9 @@ def _set_head_trainable(model: nn.Module) -> None:
 
 
 def build_ours(model: nn.Module, method: str) -> tuple[nn.Module, dict[str, Any]]:
-    from peftbench.inject import apply_method
-    from peftbench.presets import load_method
-    from peftbench.space import MethodSpec
+    from peftbench.space.inject import apply_method
+    from peftbench.space.presets import load_method
+    from peftbench.space.spec import MethodSpec
 
     references = {"frozen": MethodSpec(name="frozen", train_head=True),
                   "backprop": MethodSpec(name="backprop", train_head=True),
@@ -245,7 +245,7 @@ class Bench:
 
 def merge_lora(model: nn.Module) -> int:
     """Merge every LoRA wrapper of ours into the weight it runs beside; returns how many were merged."""
-    from peftbench.modules import ParallelLinear
+    from peftbench.space.modules import ParallelLinear
 
     wrappers = [m for m in model.modules() if isinstance(m, ParallelLinear)]
     for wrapper in wrappers:

@@ -8,7 +8,7 @@ results folder with a fresh tokenisation cache, then reads each run's ``result.j
 ``throughput.train_time_s``, ``throughput.eval_time_s``; "other" is the rest of the job (accelerate setup, the
 per-epoch selection evaluation, the record). The process row adds what no record sees: interpreter start,
 imports, Hydra, and validating every combination of the sweep. The first run tokenises RTE; the others must
-load it from the cache (``peftbench.data.tokenize_glue`` logs "cache hit" in each job's log).
+load it from the cache (``peftbench.run.tokenisation.tokenize_glue`` logs "cache hit" in each job's log).
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ SWEEP = ["method=lora,bitfit", "seed=0,1", "model=tiny_bert", "task=rte", "data.
 
 
 #: Functions whose cumulative time explains the overhead (file suffix, function name) in a ``--profile`` run.
-WHERE = [("__main__.py", "validate_command_line"), ("__main__.py", "run_job"), ("record.py", "git_commit"),
+WHERE = [("validate.py", "validate_command_line"), ("job.py", "run_job"), ("record.py", "git_commit"),
          ("record.py", "versions"), ("record.py", "find_completed"), ("record.py", "write_record"),
-         ("train.py", "prepare"), ("data.py", "load_glue"), ("data.py", "tokenize_glue"),
+         ("setup.py", "prepare"), ("data.py", "load_glue"), ("tokenisation.py", "tokenize_glue"),
          ("models.py", "load_tokenizer"), ("models.py", "load_model"), ("inject.py", "apply_method"),
          ("train.py", "train_and_evaluate"), ("accelerator.py", "__init__"), ("accelerator.py", "prepare"),
-         ("train.py", "evaluate_split"), ("metrics.py", "load_glue_metric"), ("<frozen importlib._bootstrap>", "_find_and_load")]
+         ("evaluate.py", "evaluate_split"), ("metrics.py", "load_glue_metric"), ("<frozen importlib._bootstrap>", "_find_and_load")]
 
 
 def run_sweep(workdir: Path, overrides: list[str], cache_dir: Path | None,

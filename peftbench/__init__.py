@@ -14,21 +14,21 @@ warnings.filterwarnings("ignore", message=r"\n?'hydra/launcher/\w+' is validated
 
 
 def __getattr__(name: str):
-    # Lazy so that `import peftbench.data` or `peftbench.report` does not pull in torch and transformers.
+    # Lazy so that `import peftbench.run.data` or `peftbench.report` does not pull in torch and transformers.
     if name in ("load_method",):
-        from peftbench.presets import load_method
+        from peftbench.space.presets import load_method
 
         return load_method
     if name in ("apply_method",):
-        from peftbench.inject import apply_method
+        from peftbench.space.inject import apply_method
 
         return apply_method
     if name in ("load_run",):
-        from peftbench.artefacts import load_run
+        from peftbench.run.artefacts import load_run
 
         return load_run
     if name in ("MethodSpec", "ModuleSpec", "PromptSpec"):
-        from peftbench import space
+        from peftbench.space import spec
 
-        return getattr(space, name)
+        return getattr(spec, name)
     raise AttributeError(f"module 'peftbench' has no attribute {name!r}")

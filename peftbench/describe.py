@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import sys
 
-from peftbench.config import compose, fail, one_line_error, to_specs
+from peftbench.run.config import compose, fail, one_line_error, to_specs
 
 
 def describe(overrides: list[str]) -> dict:
     """The budget of one (method, model) as plain data."""
-    from peftbench.data import get_task
-    from peftbench.inject import apply_method
-    from peftbench.models import load_model
+    from peftbench.run.models import load_model
+    from peftbench.run.tasks import get_task
+    from peftbench.space.inject import apply_method
 
     specs = to_specs(compose(overrides))
     model = load_model(specs.model, num_labels=get_task(specs.task.name).num_labels, device="meta")

@@ -3,122 +3,17 @@
     python -m peftbench.export RUN_DIR --to peft OUT     # adapter_config.json + adapter_model.safetensors
     python -m peftbench.export RUN_DIR --merged OUT      # a plain transformers checkpoint, LoRA merged in
 
-``--to peft``: methods Hugging Face peft can express as LoRA — every module ``form=low_rank``, parallel, additive
-or with a fixed scale, on the weights ``attn_q``/``k``/``v``/``o``, ``ffn_w1``/``w2``, one rank and scale, no other
-base parameter trained — with the task head as ``modules_to_save``. ``PeftModel.from_pretrained(base, OUT)`` then
-computes the run's logits (peft's scaling lora_alpha / r equals our s). Other methods get a one-line refusal.
-
-``--merged``: the run's model with every linear module merged into the weight it runs beside, saved with
-``save_pretrained`` (plus the tokenizer): zero added inference latency, loadable by ``AutoModel*`` alone. Methods
-with a non-linear module, a prompt or a prefix (which a plain checkpoint cannot hold) are refused.
+What each format can express, and the refusals, are `peftbench.run.export`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
-
-from peftbench.arch import arch_for
-from peftbench.artefacts import ArtefactError, load_run
-from peftbench.modules import ParallelLinear
-from peftbench.space import WEIGHT_REPRESENTATIONS, MethodSpec
-
-PEFT_CAN = ("LoRA-form modules: form=low_rank, insertion=parallel, composition add or a fixed scale, on "
-            f"{', '.join(WEIGHT_REPRESENTATIONS)}, one rank and scale, head=linear, no other base parameter trained")
-
-
-class ExportError(ValueError):
-    """A run that the chosen format cannot express."""
-
-
-def peft_refusal(spec: MethodSpec) -> str | None:
-    """Why peft cannot express this method as LoRA (one line), or None."""
-    name = f"method {spec.name}"
-    if spec.train_all or spec.prompt is not None or not spec.modules:
-        return f"{name} is not LoRA (full fine-tuning, a prompt, or no modules); peft export takes {PEFT_CAN}"
-    for slot, m in spec.modules.items():
-        bad = (m.form != "low_rank" or m.insertion != "parallel" or m.learn_scale
-               or any(r not in WEIGHT_REPRESENTATIONS for r in m.representation))
-        if bad:
-            return (f"{name}: module {slot} is form={m.form}, insertion={m.insertion}, composition={m.composition}"
-                    f"{' (learned scale)' if m.learn_scale else ''} on {m.representation}; peft export takes {PEFT_CAN}")
-    if spec.train_bias or spec.train_layer_norm or spec.head != "linear":
-        return f"{name} trains base biases/LayerNorms or uses a verbalizer; peft export takes {PEFT_CAN}"
-    if len({(m.r, m.scale) for m in spec.modules.values()}) > 1:
-        return f"{name}: its modules have different ranks or scales; peft export takes {PEFT_CAN}"
-    return None
-
-
-def _wrappers(model: torch.nn.Module) -> dict[str, ParallelLinear]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, ParallelLinear)}
-
-
-def to_peft(run_dir: str | Path, out: str | Path) -> Path:
-    """Write the run as a peft LoRA adapter in ``out``; returns ``out``."""
-    model = load_run(run_dir)
-    specs = model.peftbench_run["specs"]
-    refusal = peft_refusal(specs.method)
-    if refusal:
-        raise ExportError(refusal)
-    module = next(iter(specs.method.modules.values()))
-    wrappers = _wrappers(model)
-    tensors: dict[str, torch.Tensor] = {}
-    for name, wrapper in wrappers.items():
-        tensors[f"base_model.model.{name}.lora_A.weight"] = wrapper.delta.down.weight.detach().contiguous()
-        tensors[f"base_model.model.{name}.lora_B.weight"] = wrapper.delta.up.weight.detach().contiguous()
-    heads = list(arch_for(model).head)
-    for name, p in model.named_parameters():
-        if p.requires_grad and ".delta." not in name:  # the task head (modules_to_save)
-            tensors[f"base_model.model.{name}"] = p.detach().contiguous()
-    model_spec = specs.model
-    config = {
-        "peft_type": "LORA", "task_type": "SEQ_CLS", "r": module.r, "lora_alpha": module.scale * module.r,
-        "lora_dropout": module.dropout, "bias": "none", "fan_in_fan_out": False, "use_rslora": False,
-        "target_modules": sorted(wrappers), "modules_to_save": heads, "init_lora_weights": True,
-        "base_model_name_or_path": model_spec.hub_id or model_spec.pretrained, "inference_mode": True,
-    }  # fmt: skip
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    save_file({k: v.cpu() for k, v in tensors.items()}, str(out / "adapter_model.safetensors"),
-              metadata={"format": "pt"})
-    return out
-
-
-def merged_refusal(spec: MethodSpec) -> str | None:
-    if spec.prompt is not None:
-        return f"method {spec.name} inserts a prompt, which a plain transformers checkpoint cannot hold"
-    for slot, m in spec.modules.items():
-        if not (m.is_linear and m.insertion == "parallel"
-                and all(r in WEIGHT_REPRESENTATIONS for r in m.representation)):
-            return (f"method {spec.name}: module {slot} (form={m.form}, insertion={m.insertion}, "
-                    f"{m.representation}) is not a linear module beside a weight; only those merge")
-    if spec.head != "linear":
-        return f"method {spec.name} uses a verbalizer head; --merged writes sequence-classification checkpoints"
-    return None
-
-
-def to_merged(run_dir: str | Path, out: str | Path) -> Path:
-    """Write the run's model with its linear modules merged, as a plain transformers checkpoint."""
-    model = load_run(run_dir)
-    specs, tokenizer = model.peftbench_run["specs"], model.peftbench_run["tokenizer"]
-    refusal = merged_refusal(specs.method)
-    if refusal:
-        raise ExportError(refusal)
-    for name, wrapper in _wrappers(model).items():
-        wrapper.merge()
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, wrapper.base_layer)
-    del model.peftbench_run
-    out = Path(out)
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    return out
+from peftbench.run.artefacts import ArtefactError
+from peftbench.run.export import ExportError, to_merged, to_peft
 
 
 def main(argv: list[str] | None = None) -> int:

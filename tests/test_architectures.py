@@ -15,8 +15,8 @@ from transformers import (
 )
 
 from peftbench import apply_method, load_method
-from peftbench.inject import merge_modules, unmerge_modules
-from peftbench.space import SpecError
+from peftbench.space.inject import merge_modules, unmerge_modules
+from peftbench.space.spec import SpecError
 from tests.conftest import tiny_batch
 
 CONFIGS = {

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from peftbench.artefacts import ARTEFACT, ArtefactError, load_run, predict_run
+from peftbench.run.artefacts import ARTEFACT, ArtefactError, load_run, predict_run
 
 pytestmark = pytest.mark.slow
 RUN = ["model=tiny_bert", "task=sst2", "data.max_train_samples=96", "data.held_out=32", "data.max_eval_samples=64",
@@ -88,7 +88,7 @@ def test_full_fine_tuning_saves_nothing_by_default_and_save_full_saves_everythin
 
 
 def test_budget_line_and_selection_score(runs):
-    from peftbench.__main__ import selection_score
+    from peftbench.run.job import selection_score
 
     assert "lora/stsb/seed 0: trainable params: " in runs["_stdout"]  # the last sweep's output
     assert "|| all params: " in runs["_stdout"] and "|| trainable%: " in runs["_stdout"]
@@ -122,8 +122,8 @@ def _batch():
 def _base(run_dir: Path):
     from transformers import set_seed
 
-    from peftbench.artefacts import _specs_of
-    from peftbench.models import load_model
+    from peftbench.run.artefacts import _specs_of
+    from peftbench.run.models import load_model
 
     specs = _specs_of(json.loads((run_dir / "result.json").read_text()))
     set_seed(specs.seed)  # tiny_bert is randomly initialised: the run's seed gives its base weights

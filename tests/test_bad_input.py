@@ -14,11 +14,13 @@ from types import SimpleNamespace
 import pytest
 
 import peftbench.__main__ as cli
-import peftbench.record
-from peftbench.config import compose, one_line_error, to_specs
-from peftbench.data import DataError, read_glue_tsv
-from peftbench.record import write_record
-from peftbench.space import ModuleSpec, SpecError, parse_layers
+import peftbench.run.record
+from peftbench.run import job, sweep, validate
+from peftbench.run.config import compose, one_line_error, to_specs
+from peftbench.run.data import read_glue_tsv
+from peftbench.run.record import write_record
+from peftbench.run.tasks import DataError
+from peftbench.space.spec import ModuleSpec, SpecError, parse_layers
 from tests.conftest import tiny_model
 
 TINY = ["model=tiny_bert"]
@@ -103,8 +105,8 @@ def test_parse_layers_gives_one_reason(layers, needle):
 
 
 def test_layers_beyond_the_model_fail_at_injection_with_one_reason():
-    from peftbench.inject import apply_method
-    from peftbench.space import MethodSpec
+    from peftbench.space.inject import apply_method
+    from peftbench.space.spec import MethodSpec
 
     with pytest.raises(SpecError) as err:
         apply_method(tiny_model("bert"), MethodSpec(modules={"a": ModuleSpec(layers="top:99")}))
@@ -118,7 +120,7 @@ def test_layers_beyond_the_model_fail_at_injection_with_one_reason():
 def validation_error(argv: list[str], capsys) -> str:
     """What ``validate_command_line`` prints on stderr; it must exit 2 with one line."""
     with pytest.raises(SystemExit) as exit_:
-        cli.validate_command_line(cli.normalise_argv(argv))
+        validate.validate_command_line(sweep.normalise_argv(argv))
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
@@ -133,7 +135,8 @@ def counted_composes(monkeypatch) -> list[list[str]]:
         calls.append(list(overrides))
         return compose(overrides, *args, **kwargs)
 
-    monkeypatch.setattr(cli, "compose", counting)
+    monkeypatch.setattr(validate, "compose", counting)
+    monkeypatch.setattr(sweep, "compose", counting)
     return calls
 
 
@@ -144,7 +147,7 @@ def test_every_combination_is_checked_once_however_many_seeds(capsys, counted_co
     assert "method.modules.attn.r=0" in err and "r=0 must be a positive" in err
     assert len(counted_composes) <= 3  # the sweep's first job (for its params), r=8, r=0: not × 256 seeds
     counted_composes.clear()
-    cli.validate_command_line(["-m", *TINY, "method.modules.attn.r=8,4", "seed=range(0,5000)",
+    validate.validate_command_line(["-m", *TINY, "method.modules.attn.r=8,4", "seed=range(0,5000)",
                                f"results_root={tmp_path}"])
     assert len(counted_composes) <= 3
 
@@ -169,7 +172,7 @@ def test_results_root_that_is_a_file_fails_before_any_run(capsys, tmp_path, args
     (tmp_path / "file").write_text("not a folder")
     argv = [*args, *TINY, f"results_root={tmp_path / root}"]
     if needle is None:
-        cli.validate_command_line(argv)
+        validate.validate_command_line(argv)
     else:
         assert needle in validation_error(argv, capsys)
 
@@ -188,9 +191,9 @@ def test_unreadable_results_root_fails_before_any_run(capsys, tmp_path):
 
 
 def test_multirun_flag_after_overrides_is_moved_to_the_front():
-    assert cli.normalise_argv(["model=tiny_bert", "-m", "seed=0"]) == ["-m", "model=tiny_bert", "seed=0"]
-    assert cli.normalise_argv(["seed=0", "--multirun"]) == ["--multirun", "seed=0"]
-    assert cli.normalise_argv(["seed=0"]) == ["seed=0"]
+    assert sweep.normalise_argv(["model=tiny_bert", "-m", "seed=0"]) == ["-m", "model=tiny_bert", "seed=0"]
+    assert sweep.normalise_argv(["seed=0", "--multirun"]) == ["--multirun", "seed=0"]
+    assert sweep.normalise_argv(["seed=0"]) == ["seed=0"]
 
 
 # ----------------------------------------------------------------------------------- new module slots
@@ -278,7 +281,7 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     def full(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(peftbench.record, "os", SimpleNamespace(getpid=os.getpid, replace=full))
+    monkeypatch.setattr(peftbench.run.record, "os", SimpleNamespace(getpid=os.getpid, replace=full))
     with pytest.raises(OSError, match="No space left"):
         write_record({"status": "completed"}, tmp_path)
     assert list(tmp_path.iterdir()) == []
@@ -287,28 +290,29 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
 @pytest.fixture
 def stub_runs(monkeypatch, tmp_path):
     """``run_job`` with training stubbed out (a completed run in no time) and a disk that is full."""
-    import peftbench.train
+    import peftbench.run.setup
+    import peftbench.run.train
 
     params = {"paper_share": 0.01}
-    monkeypatch.setattr(peftbench.train, "prepare", lambda specs: SimpleNamespace(
+    monkeypatch.setattr(peftbench.run.setup, "prepare", lambda specs: SimpleNamespace(
         report=SimpleNamespace(as_dict=lambda: params)))
-    monkeypatch.setattr(peftbench.train, "train_and_evaluate", lambda specs, prep, tracker, checkpoint=None: {
+    monkeypatch.setattr(peftbench.run.train, "train_and_evaluate", lambda specs, prep, tracker, checkpoint=None: {
         "metrics": {"accuracy": 0.5}, "score": 0.5, "metric": "accuracy"})
 
     def full(record, run_dir):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(peftbench.record, "write_record", full)
+    monkeypatch.setattr(peftbench.run.record, "write_record", full)
     run_dir = SimpleNamespace(runtime=SimpleNamespace(output_dir=str(tmp_path / "run")),
                               overrides=SimpleNamespace(task=["seed=0"]))
-    monkeypatch.setattr(cli, "HydraConfig", SimpleNamespace(get=lambda: run_dir))
-    monkeypatch.setattr(cli, "FAILED", [])
+    monkeypatch.setattr(job, "HydraConfig", SimpleNamespace(get=lambda: run_dir))
+    monkeypatch.setattr(job, "FAILED", [])
 
 
 def test_a_record_that_cannot_be_written_fails_the_run(stub_runs, capsys):
-    record = cli.run_job(compose([*TINY, "resume=false"]))
+    record = job.run_job(compose([*TINY, "resume=false"]))
     assert record["status"] == "failed" and "No space left on device" in record["error"]
-    assert cli.FAILED == ["lora/sst2/seed 0"]
+    assert job.FAILED == ["lora/sst2/seed 0"]
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cannot write its record" in err and "no record written" in err
 
@@ -316,7 +320,7 @@ def test_a_record_that_cannot_be_written_fails_the_run(stub_runs, capsys):
 def test_the_sweep_summary_survives_records_that_cannot_be_written(stub_runs, capsys, monkeypatch):
     def sweep() -> None:  # what Hydra's multirun does: one run_job per job
         for seed in (0, 1):
-            cli.run_job(compose([*TINY, "resume=false", f"seed={seed}"]))
+            job.run_job(compose([*TINY, "resume=false", f"seed={seed}"]))
 
     monkeypatch.setattr(cli, "_hydra_main", sweep)
     monkeypatch.setattr(sys, "argv", ["peftbench", *TINY, "resume=false"])
@@ -434,8 +438,8 @@ def test_resume_and_report_agree_that_a_completed_record_without_a_finite_score_
                                                                                            score):
     """Defect 4: resume skipped a completed record whose score is NaN or a string (so its seed was never redone),
     while the report dropped one and showed the other as a nan cell with "0 problems"."""
-    from peftbench.record import find_completed
-    from peftbench.report import load_records
+    from peftbench.analysis.records import load_records
+    from peftbench.run.record import find_completed
 
     path = _record(tmp_path / "runs" / "0", score)
     assert find_completed([tmp_path / "runs"], "key") is None  # resume reruns it ...
@@ -446,7 +450,7 @@ def test_resume_and_report_agree_that_a_completed_record_without_a_finite_score_
     good = _record(tmp_path / "runs" / "1", 0.9)
     assert find_completed([tmp_path / "runs"], "key") == good
 
-    from peftbench.record import completed_score  # the one rule both follow
+    from peftbench.run.record import completed_score  # the one rule both follow
 
     assert completed_score(json.loads(path.read_text())) is None
     assert completed_score(json.loads(good.read_text())) == 0.9
@@ -455,8 +459,8 @@ def test_resume_and_report_agree_that_a_completed_record_without_a_finite_score_
 def test_the_report_names_malformed_records_and_claims_and_reports_the_rest(tmp_path, capsys):
     """Defect 5: ``params: "many"`` (AttributeError), ``seed: "zero"`` (ValueError) and a claim path that is a
     directory (IsADirectoryError) crashed the report; problems were listed in summary.md only."""
-    from peftbench.claims import CLAIMS_DIR
     from peftbench.report import main
+    from peftbench.run.claims import CLAIMS_DIR
     from tests.test_report import make_record, write
 
     runs = tmp_path / "runs"
@@ -528,15 +532,16 @@ def test_a_single_run_that_never_uses_results_root_does_not_check_it(tmp_path, m
     (tmp_path / "RO").mkdir()
     _read_only(monkeypatch, tmp_path / "RO")
     monkeypatch.chdir(tmp_path)
-    cli.validate_command_line([*TINY, "resume=false", "train.checkpoint=false", "results_root=RO"])
+    validate.validate_command_line([*TINY, "resume=false", "train.checkpoint=false", "results_root=RO"])
 
 
 @pytest.mark.parametrize("merged", [False, True])
 def test_export_onto_an_existing_file_fails_in_one_line(tmp_path, capsys, monkeypatch, merged):
     """Defect 6: ``--to peft <existing file>`` raised FileExistsError after loading the model."""
     import peftbench.export
+    import peftbench.run.export
     from peftbench import load_method
-    from peftbench.models import ModelSpec
+    from peftbench.run.models import ModelSpec
 
     def load_run(run_dir):  # a LoRA run's model, as `artefacts.load_run` gives it (no training needed)
         model = tiny_model("bert")
@@ -544,7 +549,7 @@ def test_export_onto_an_existing_file_fails_in_one_line(tmp_path, capsys, monkey
                                "tokenizer": SimpleNamespace(save_pretrained=lambda out: None)}
         return model
 
-    monkeypatch.setattr(peftbench.export, "load_run", load_run)
+    monkeypatch.setattr(peftbench.run.export, "load_run", load_run)
     (tmp_path / "out").write_text("")
     args = [str(tmp_path / "run"), "--merged" if merged else "--to", *([] if merged else ["peft"])]
     assert peftbench.export.main([*args, str(tmp_path / "out")]) == 2
@@ -554,7 +559,9 @@ def test_export_onto_an_existing_file_fails_in_one_line(tmp_path, capsys, monkey
 
 def test_the_caption_names_the_dev_subset(tmp_path):
     """Defect 8: "on the full dev set" in a report of runs made with data.max_eval_samples=64."""
-    from peftbench.report import load_records, markdown_table, summarize
+    from peftbench.analysis.cells import summarize
+    from peftbench.analysis.records import load_records
+    from peftbench.analysis.tables import markdown_table
     from tests.test_report import make_record, write
 
     for seed in (0, 1):
@@ -572,7 +579,7 @@ def test_the_caption_names_the_dev_subset(tmp_path):
 
 
 def test_a_glue_dir_that_is_a_file_and_a_split_that_is_a_directory_say_so(tmp_path):
-    from peftbench.data import load_glue, pick_source
+    from peftbench.run.data import load_glue, pick_source
 
     (tmp_path / "file").write_text("")
     (tmp_path / "glue" / "SST-2" / "train.tsv").mkdir(parents=True)
@@ -585,7 +592,7 @@ def test_a_glue_dir_that_is_a_file_and_a_split_that_is_a_directory_say_so(tmp_pa
 
 
 def test_a_corrupt_checkpoint_is_said_to_be_discarded_not_resumed(tmp_path, capsys):
-    import peftbench.checkpoint as ckpt
+    import peftbench.run.checkpoint as ckpt
 
     path = tmp_path / "run.pt"
     path.write_bytes(b"not a checkpoint")
@@ -602,9 +609,9 @@ def test_a_corrupt_checkpoint_is_said_to_be_discarded_not_resumed(tmp_path, caps
 @pytest.mark.slow
 def test_a_run_with_a_corrupt_checkpoint_says_it_starts_over(tmp_path, glue_dir):
     """"resuming from its checkpoint" was printed before the corrupt checkpoint was silently discarded."""
-    from peftbench.checkpoint import CHECKPOINTS_DIR
-    from peftbench.config import as_plain
-    from peftbench.record import run_key
+    from peftbench.run.checkpoint import CHECKPOINTS_DIR
+    from peftbench.run.config import as_plain
+    from peftbench.run.record import run_key
 
     args = [*TINY, "data.max_train_samples=32", "data.held_out=8", "data.max_eval_samples=16", "train.epochs=1",
             "train.inference_batches=0", "save=none", "train.mixed_precision=no", f"data.glue_dir={glue_dir}"]

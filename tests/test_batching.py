@@ -10,8 +10,8 @@ from accelerate import Accelerator
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
-from peftbench.batching import length_sorted_order, padding_ratio, row_lengths, train_sampler
-from peftbench.train import eval_split, predict
+from peftbench.run.batching import length_sorted_order, padding_ratio, row_lengths, train_sampler
+from peftbench.run.evaluate import eval_split, predict
 from tests.conftest import tiny_model
 
 BATCH = 32

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-import peftbench.checkpoint as ckpt
-from peftbench.config import compose, to_specs
-from peftbench.train import prepare, train_and_evaluate
+import peftbench.run.checkpoint as ckpt
+from peftbench.run.config import compose, to_specs
+from peftbench.run.setup import prepare
+from peftbench.run.train import train_and_evaluate
 
 pytestmark = pytest.mark.slow
 # MAM: dropout, a prefix MLP and an adapter, so the RNG, the optimizer state and the data order all matter
@@ -130,16 +131,16 @@ def test_sigterm_writes_an_interrupted_record_and_the_rerun_resumes(tmp_path: Pa
 def test_sigterm_outside_training_still_stops_the_sweep(monkeypatch, capsys) -> None:
     """A SIGTERM that arrives while a run sets up or evaluates (the training loop is not polling) must not be
     cleared by the next job: the run's record stands and the sweep exits 143."""
-    import peftbench.__main__ as cli
+    from peftbench.run import job as cli_job
 
     def job(_cfg):
         os.kill(os.getpid(), signal.SIGTERM)  # caught by the run's handler: sets the stop request
         return {"status": "completed"}
 
-    monkeypatch.setattr(cli, "_job", job)
+    monkeypatch.setattr(cli_job, "_job", job)
     with pytest.raises(SystemExit) as exit_:
-        cli.run_job(None)
+        cli_job.run_job(None)
     assert exit_.value.code == 128 + signal.SIGTERM
     assert "SIGTERM received outside training" in capsys.readouterr().err
-    monkeypatch.setattr(cli, "_job", lambda _cfg: {"status": "completed"})
-    assert cli.run_job(None) == {"status": "completed"}  # a new job starts with the request cleared
+    monkeypatch.setattr(cli_job, "_job", lambda _cfg: {"status": "completed"})
+    assert cli_job.run_job(None) == {"status": "completed"}  # a new job starts with the request cleared

@@ -14,10 +14,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import peftbench.__main__ as cli
-from peftbench import claims, report
-from peftbench.config import compose
-from peftbench.record import find_completed, run_key, write_record
+from peftbench import report
+from peftbench.analysis.report import claims_lines
+from peftbench.run import claims, job
+from peftbench.run.config import as_plain, compose
+from peftbench.run.record import find_completed, run_key, write_record
 
 TINY = ["model=tiny_bert"]
 INFO = {"method": "lora", "task": "sst2", "seed": 0, "run_dir": "somewhere"}
@@ -27,7 +28,7 @@ def hold_in_child(root: Path, key: str, *, exit_holding: bool) -> subprocess.Pop
     """A child process takes the claim of `key`: it either keeps it (returns the running child, which exits when
     its stdin closes) or dies holding it (os._exit without release; returns its pid once dead)."""
     code = (
-        "import os, sys; from peftbench import claims\n"
+        "import os, sys; from peftbench.run import claims\n"
         f"c = claims.acquire({str(root)!r}, {key!r}, {INFO!r}); assert isinstance(c, claims.Claim)\n"
         "print('held', flush=True)\n"
         + ("os._exit(0)\n" if exit_holding else "sys.stdin.read(); c.release()\n")
@@ -62,7 +63,7 @@ def test_a_claim_whose_process_died_is_abandoned_and_taken_over(tmp_path: Path) 
     assert path.exists() and claims.state(path) == claims.ABANDONED
     (listed,) = claims.list_claims([tmp_path])
     assert (listed["state"], listed["pid"], listed["method"]) == (claims.ABANDONED, dead, "lora")
-    assert report.claims_lines([tmp_path]) == [
+    assert claims_lines([tmp_path]) == [
         f"- abandoned: lora/sst2/seed 0 (pid {dead} on {listed['host']} since {listed['claimed_at']}, somewhere; "
         "rerun the sweep to redo it)"
     ]
@@ -109,7 +110,8 @@ def test_resume_names_a_corrupt_record_once_and_passes_over_it(tmp_path: Path, c
 def stub_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     """`run_job` inside a Hydra multirun job (sweep folder tmp/sweep) with training stubbed out; returns the
     list the stub appends to each time a run actually trains."""
-    import peftbench.train
+    import peftbench.run.setup
+    import peftbench.run.train
 
     trained: list[str] = []
 
@@ -117,40 +119,40 @@ def stub_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
         trained.append(specs.method.name)
         return {"metrics": {"accuracy": 0.5}, "score": 0.5, "metric": "accuracy"}
 
-    from peftbench.inject import MethodReport
+    from peftbench.space.inject import MethodReport
 
     report = MethodReport(method="lora", trainable=2, stored=2, paper=1, base=100, head=1, paper_share=0.01)
-    monkeypatch.setattr(peftbench.train, "prepare", lambda specs: SimpleNamespace(
+    monkeypatch.setattr(peftbench.run.setup, "prepare", lambda specs: SimpleNamespace(
         report=report, model=torch.nn.Linear(1, 1)))  # fmt: skip
-    monkeypatch.setattr(peftbench.train, "train_and_evaluate", train)
+    monkeypatch.setattr(peftbench.run.train, "train_and_evaluate", train)
     hydra_cfg = SimpleNamespace(mode="RunMode.MULTIRUN", sweep=SimpleNamespace(dir=str(tmp_path / "sweep")),
                                 runtime=SimpleNamespace(output_dir=str(tmp_path / "sweep" / "0")),
                                 overrides=SimpleNamespace(task=["method=lora", "seed=0"]))  # fmt: skip
-    monkeypatch.setattr(cli, "HydraConfig", SimpleNamespace(get=lambda: hydra_cfg))
-    monkeypatch.setattr(cli, "FAILED", [])
+    monkeypatch.setattr(job, "HydraConfig", SimpleNamespace(get=lambda: hydra_cfg))
+    monkeypatch.setattr(job, "FAILED", [])
     return trained
 
 
 def test_run_job_skips_live_claims_and_records_in_the_sweep_folder(stub_runs: list[str], tmp_path: Path) -> None:
     cfg = compose([*TINY, f"results_root={tmp_path / 'root'}"])
-    first = cli.run_job(cfg)
+    first = job.run_job(cfg)
     assert first["status"] == "completed" and stub_runs == ["lora"]
     assert claims.list_claims([tmp_path / "root"]) == []  # a finished run leaves no claim
     # its record is in the sweep folder, outside results_root: a rerun still finds it
     assert (tmp_path / "sweep" / "0" / "result.json").exists() and not list((tmp_path / "root").rglob("result.json"))
     assert first["overrides"] == ["method=lora", "seed=0"]  # the job's own overrides, as Hydra gives them
-    assert cli.run_job(cfg)["status"] == "skipped" and stub_runs == ["lora"]
+    assert job.run_job(cfg)["status"] == "skipped" and stub_runs == ["lora"]
     # another configuration whose claim a live worker holds is skipped, and nothing is written for it
     other = compose([*TINY, "seed=1", f"results_root={tmp_path / 'root'}"])
-    from peftbench.train import resolve_mixed_precision
+    from peftbench.run.precision import resolve_mixed_precision
 
     # the key of a run holds the precision it computes in, as this machine resolves `auto`
-    key = run_key(cli.as_plain(other), resolve_mixed_precision(other.train.mixed_precision, other.train.cpu))
+    key = run_key(as_plain(other), resolve_mixed_precision(other.train.mixed_precision, other.train.cpu))
     held = claims.acquire(tmp_path / "root", key, INFO)
     assert isinstance(held, claims.Claim)
-    assert cli.run_job(other)["status"] == "in flight" and stub_runs == ["lora"]
+    assert job.run_job(other)["status"] == "in flight" and stub_runs == ["lora"]
     held.release()
-    assert cli.run_job(other)["status"] == "completed" and stub_runs == ["lora", "lora"]
+    assert job.run_job(other)["status"] == "completed" and stub_runs == ["lora", "lora"]
 
 
 # ----------------------------------------------------------------------------- end to end (subprocess)

@@ -12,17 +12,9 @@ import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 
-from peftbench import data
-from peftbench.data import (
-    GLUE_TASKS,
-    DataError,
-    load_glue,
-    make_collator,
-    split_for_selection,
-    subsample,
-    tokenize_glue,
-    tokenized_cache_path,
-)
+from peftbench.run.data import load_glue, split_for_selection, subsample
+from peftbench.run.tasks import GLUE_TASKS, DataError, get_task
+from peftbench.run.tokenisation import make_collator, tokenize_glue, tokenized_cache_path
 
 GLUE_DIR = Path(
     os.environ.get("PEFTBENCH_GLUE_DIR") or Path(__file__).resolve().parents[2] / "shared" / "glue"
@@ -267,7 +259,7 @@ def test_tokenize_pair_task_is_cached(tokenizer, tmp_path, monkeypatch, caplog):
         raise AssertionError("tokenised again despite the cache")
 
     monkeypatch.setattr(Dataset, "map", no_map)
-    with caplog.at_level(logging.INFO, logger="peftbench.data"):
+    with caplog.at_level(logging.INFO, logger="peftbench.run.tokenisation"):
         again = tokenize_glue(small, tokenizer, "rte", max_length=64, cache_dir=tmp_path)
     assert "cache hit" in caplog.text
     assert list(again["train"]["input_ids"]) == list(out["train"]["input_ids"])
@@ -338,7 +330,7 @@ def test_task_table():
     )
     for info in GLUE_TASKS.values():
         assert info.main_metric in info.metric_keys
-    assert data.get_task("SST2") is GLUE_TASKS["sst2"]
+    assert get_task("SST2") is GLUE_TASKS["sst2"]
 
 
 def test_mnli_and_qqp_standard_layouts(tmp_path):
@@ -374,7 +366,7 @@ def test_mnli_and_qqp_standard_layouts(tmp_path):
 
 
 def test_auto_source_reads_the_local_folder_when_it_has_the_task(glue_dir, monkeypatch):
-    from peftbench import data
+    from peftbench.run import data
 
     def no_hub(*_args):
         raise AssertionError("the hub must not be asked when the local folder has the task")
@@ -388,7 +380,7 @@ def test_auto_source_reads_the_local_folder_when_it_has_the_task(glue_dir, monke
 def test_auto_source_falls_back_to_the_hub(tmp_path, glue_dir, monkeypatch):
     from datasets import Dataset, DatasetDict
 
-    from peftbench import data
+    from peftbench.run import data
 
     asked = []
 
@@ -409,13 +401,13 @@ def test_auto_source_falls_back_to_the_hub(tmp_path, glue_dir, monkeypatch):
 
 
 def test_auto_source_with_neither_names_both_places(tmp_path, monkeypatch):
-    from peftbench import data
+    from peftbench.run import data
 
     def offline(*_args):
         raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub (LocalEntryNotFoundError)\nmore lines")
 
     monkeypatch.setattr(data, "_load_hub", offline)
-    with pytest.raises(data.DataError) as err:
+    with pytest.raises(DataError) as err:
         data.load_glue("sst2", "auto", tmp_path)
     message = str(err.value)
     assert "\n" not in message

@@ -24,8 +24,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from peftbench.config import CONF_DIR, compose, to_specs
 from peftbench.describe import describe
+from peftbench.run.config import compose, to_specs
+from peftbench.space.presets import CONF_DIR
 
 EXPERIMENT_DIR = CONF_DIR / "experiment"
 README = CONF_DIR.parent / "experiments" / "README.md"
@@ -58,7 +59,7 @@ def runs(name: str) -> int:
 
 @pytest.fixture(scope="module", autouse=True)
 def hydra_context() -> Iterator[None]:
-    """One Hydra context for the module: ``peftbench.config.compose`` (and ``describe``) reuse it."""
+    """One Hydra context for the module: ``peftbench.run.config.compose`` (and ``describe``) reuse it."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         yield
@@ -220,7 +221,7 @@ def test_bottleneck_budgets_follow_the_paper_formulas() -> None:
 def test_planned_jobs_are_the_grid() -> None:
     """`planned_jobs` (the runs FINDINGS.md counts as planned) expands each experiment to its grid size; a
     command-line key narrows it as in Hydra."""
-    from peftbench.__main__ import planned_jobs
+    from peftbench.run.sweep import planned_jobs
 
     for name in NAMES:
         assert len(planned_jobs(["-m", f"+experiment={name}"])) == runs(name), name

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from test_report import make_record, write
 
-from peftbench import findings, stats
-from peftbench.findings import (
+from peftbench.analysis import findings, stats
+from peftbench.analysis.findings import (
     AGREES,
     DIFFERS,
     DISAGREES,
@@ -24,6 +24,8 @@ from peftbench.findings import (
     UNDERPOWERED,
     claim_verdict,
 )
+from peftbench.analysis.records import load_records
+from peftbench.findings import main as findings_main
 
 REPO = Path(__file__).resolve().parent.parent
 N_DEV = 200
@@ -72,7 +74,7 @@ def test_a_wide_approximately_equal_comparison_is_underpowered_never_agrees(tmp_
         write(root / "table2_cpu" / f"mam-{seed}", record("mam", seed, mam, sweep="table2_cpu", share=0.005))
         write(root / "table2_cpu" / f"lora-{seed}", record("lora", seed, lora, sweep="table2_cpu", share=0.005))
     claim = next(c for c in findings.CLAIMS if c.key == "table2")
-    rows, _ = findings.check_claim(claim, findings.report.load_records([root / "table2_cpu"])[0], n_resamples=200)
+    rows, _ = findings.check_claim(claim, load_records([root / "table2_cpu"])[0], n_resamples=200)
     (row,) = rows.to_dict("records")
     d = [-4.0, 5.0, 0.5]
     sd = float(np.std(d, ddof=1))
@@ -96,7 +98,7 @@ def test_holm_adjusts_within_a_claim(tmp_path: Path) -> None:
             write(root / "insertion_cpu" / f"{method}-{seed}", record(method, seed, acc, sweep="insertion_cpu",
                                                                        share=0.005 if "attn" in method else 0.01))
     claim = next(c for c in findings.CLAIMS if c.key == "parallel")
-    rows, _ = findings.check_claim(claim, findings.report.load_records([root / "insertion_cpu"])[0], n_resamples=100)
+    rows, _ = findings.check_claim(claim, load_records([root / "insertion_cpu"])[0], n_resamples=100)
     assert len(rows) == 2
     expected = multipletests(list(rows["p_t"]), method="holm")[1]
     assert list(rows["p_holm"]) == pytest.approx(list(expected))
@@ -155,18 +157,18 @@ def test_claims_split_by_budget_tier_and_compare_with_the_paper(results: Path) -
 def test_cli_keeps_the_hand_written_discussion(results: Path, tmp_path: Path) -> None:
     out = tmp_path / "FINDINGS.md"
     out.write_text(f"stale generated text\n{findings.DISCUSSION_MARKER}\nOur discussion.\n")
-    assert findings.main(["--results", str(results), "--out", str(out), "--bootstrap", "200"]) == 0
+    assert findings_main(["--results", str(results), "--out", str(out), "--bootstrap", "200"]) == 0
     text = out.read_text()
     assert "stale generated text" not in text and text.endswith(f"{findings.DISCUSSION_MARKER}\nOur discussion.\n")
     assert "## Verdicts" in text
     assert (results / "table2_cpu" / "summary.md").exists()  # each experiment's report, regenerated beside it
-    assert findings.main(["--results", str(results), "--out", str(out), "--no-reports"]) == 0
+    assert findings_main(["--results", str(results), "--out", str(out), "--no-reports"]) == 0
     assert out.read_text().count(findings.DISCUSSION_MARKER) == 1
 
 
 def test_cli_rejects_a_missing_results_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
-        findings.main(["--results", str(tmp_path / "nowhere")])
+        findings_main(["--results", str(tmp_path / "nowhere")])
     assert exit_.value.code == 2
     assert "nowhere: not a directory" in capsys.readouterr().err
 

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from peftbench import apply_method, load_method
-from peftbench.modules import Bottleneck, ParallelLinear, Scale
-from peftbench.prefix import PrefixHeads
+from peftbench.space.modules import Bottleneck, ParallelLinear, Scale
+from peftbench.space.prefix import PrefixHeads
 from tests.conftest import tiny_batch, tiny_model
 
 B, H, S, D, L = 2, 3, 7, 8, 5

@@ -1,4 +1,4 @@
-"""Issue 12, point 8: each run's inference cost against the frozen base model (peftbench.latency). Timings are
+"""Issue 12, point 8: each run's inference cost against the frozen base model (peftbench.run.latency). Timings are
 not asserted (a benchmark prints them); what could be wrong is: which batches are timed, that merging is undone
 bit for bit, and that the measurement leaves the model computing what it computed."""
 
@@ -9,7 +9,7 @@ import copy
 import torch
 
 from peftbench import apply_method, load_method
-from peftbench.latency import alternate, inference_cost, spread
+from peftbench.run.latency import alternate, inference_cost, spread
 from tests.conftest import tiny_batch, tiny_model
 
 

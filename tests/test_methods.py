@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from peftbench import apply_method, load_method
-from peftbench.inject import export_reparameterisations
-from peftbench.presets import preset_names
+from peftbench.space.inject import export_reparameterisations
+from peftbench.space.presets import preset_names
 from tests.conftest import tiny_batch, tiny_model
 
 PRESETS = preset_names()

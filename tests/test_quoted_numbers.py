@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from peftbench import findings
+from peftbench.analysis import findings
 
 REPO = Path(__file__).resolve().parent.parent
 FINDINGS = REPO / "experiments" / "FINDINGS.md"

@@ -13,22 +13,20 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from peftbench.compare import compare
-from peftbench.report import (
+from peftbench.analysis.cells import grid_edge, summarize
+from peftbench.analysis.compare import compare
+from peftbench.analysis.plots import plot_budget_vs_score
+from peftbench.analysis.records import (
     Problem,
     design_key,
-    grid_edge,
     load_records,
-    main,
-    markdown_lr_table,
-    markdown_table,
-    plot_budget_vs_score,
     record_design,
     record_lr,
-    selection_score,
     setting_labels,
-    summarize,
 )
+from peftbench.analysis.tables import markdown_lr_table, markdown_table
+from peftbench.report import main
+from peftbench.run.record import selection_score
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "results.ipynb"
@@ -488,7 +486,7 @@ def test_next_lrs_prints_the_command_that_extends_an_edge_choice(
 ) -> None:
     """lora chose the top of ×{0.5,1,2} → the next step is ×4 (lr 2e-3), at the seeds it ran, with its recorded
     overrides; adapter chose the bottom, and its records predate `overrides`: the command says what to add."""
-    from peftbench.__main__ import planned_jobs
+    from peftbench.run.sweep import planned_jobs
 
     for scale, select in ((0.5, 0.80), (1.0, 0.85), (2.0, 0.90)):
         for seed in (0, 1):
@@ -653,7 +651,7 @@ def test_next_evals_prints_the_evaluation_seeds_a_cell_lacks_at_its_chosen_lr(
 ) -> None:
     """lora chose ×1 (interior) on seeds 0-1 and has evaluation seed 100 at that lr: the missing 101-104 are
     printed at ×1, with its overrides; adapter chose an edge: extend its grid first, no evaluation command."""
-    from peftbench.__main__ import planned_jobs
+    from peftbench.run.sweep import planned_jobs
 
     for scale, select in ((0.5, 0.80), (1.0, 0.90), (2.0, 0.85)):
         for seed in (0, 1):

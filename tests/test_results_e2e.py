@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from peftbench.report import format_share
+from peftbench.analysis.cells import format_share
 from tests.test_run import records, run_cli
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from peftbench.config import compose, to_specs
+from peftbench.run.config import compose, to_specs
 
 pytestmark = pytest.mark.slow
 SMALL = ["model=tiny_bert", "data.max_train_samples=96", "train.epochs=1", "train.progress=false",
@@ -113,7 +113,8 @@ def test_bad_command_lines_fail_before_anything_runs(tmp_path, glue_dir, cache_d
 
 
 def test_nan_loss_ends_the_run_as_diverged(glue_dir, cache_dir):
-    from peftbench.train import TrainingDiverged, prepare, train_and_evaluate
+    from peftbench.run.setup import prepare
+    from peftbench.run.train import TrainingDiverged, train_and_evaluate
 
     cfg = compose([*SMALL, "task=rte", f"data.glue_dir={glue_dir}", f"data.cache_dir={cache_dir}"])
     specs = to_specs(cfg)

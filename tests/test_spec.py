@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from peftbench import load_method
-from peftbench.space import MethodSpec, ModuleSpec, PromptSpec, SpecError, parse_layers
+from peftbench.space.spec import MethodSpec, ModuleSpec, PromptSpec, SpecError, parse_layers
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""peftbench.stats and peftbench.compare: per-cell CIs, seed-paired tests, the paired bootstrap over dev examples,
+"""peftbench.analysis.stats and peftbench.analysis.compare: per-cell CIs, seed-paired tests, the paired bootstrap over dev examples,
 the verdict rule, seed pairing and the comparisons each experiment declares."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import pytest
 import yaml
 from scipy import stats as sps
 
-from peftbench import stats
-from peftbench.compare import (
+from peftbench.analysis import bootstrap, stats
+from peftbench.analysis.cells import summarize
+from peftbench.analysis.compare import (
     EXPERIMENT_COMPARISONS,
     compare,
     experiment_comparisons,
@@ -21,8 +22,8 @@ from peftbench.compare import (
     pair_cells,
     parse_compare,
 )
-from peftbench.config import CONF_DIR
-from peftbench.report import load_records, summarize
+from peftbench.analysis.records import load_records
+from peftbench.space.presets import CONF_DIR
 from tests.test_report import make_record, write
 
 SCORES = np.array([90.1, 91.3, 89.7, 92.0, 90.8])
@@ -60,7 +61,7 @@ def test_paired_test_matches_scipy_on_the_same_pairs() -> None:
     [("sst2", "accuracy"), ("mrpc", "f1"), ("cola", "matthews_correlation"), ("stsb", "pearson")],
 )
 def test_resampled_metric_equals_the_glue_metric(task: str, metric: str) -> None:
-    from peftbench.metrics import compute_glue_metrics
+    from peftbench.run.metrics import compute_glue_metrics
 
     rng = np.random.default_rng(1)
     if task == "stsb":
@@ -71,7 +72,7 @@ def test_resampled_metric_equals_the_glue_metric(task: str, metric: str) -> None
         preds = np.where(rng.random(300) < 0.7, refs, 1 - refs)
     idx = rng.integers(0, 300, size=(3, 300))
     counts = np.stack([np.bincount(row, minlength=300) for row in idx])
-    got = stats.resampled_metric(metric, preds, refs, np.vstack([np.ones(300), counts]))
+    got = bootstrap.resampled_metric(metric, preds, refs, np.vstack([np.ones(300), counts]))
     assert got[0] == pytest.approx(compute_glue_metrics(task, preds, refs)[metric])
     for value, row in zip(got[1:], idx, strict=True):
         assert value == pytest.approx(compute_glue_metrics(task, preds[row], refs[row])[metric])
@@ -82,56 +83,56 @@ def test_resampled_mcc_multiclass_and_undefined_cases() -> None:
 
     rng = np.random.default_rng(2)
     refs, preds = rng.integers(0, 3, 200), rng.integers(0, 3, 200)
-    got = stats.resampled_metric("matthews_correlation", preds, refs, np.ones((1, 200)))
+    got = bootstrap.resampled_metric("matthews_correlation", preds, refs, np.ones((1, 200)))
     assert got[0] == pytest.approx(matthews_corrcoef(refs, preds))
-    constant = stats.resampled_metric(
+    constant = bootstrap.resampled_metric(
         "matthews_correlation", np.zeros(10), np.arange(10) % 2, np.ones((1, 10))
     )
     assert constant[0] == 0.0  # as scikit-learn: 0 when a side is constant
     with pytest.raises(ValueError, match="spearmanr"):
-        stats.resampled_metric("spearmanr", preds, refs, np.ones((1, 200)))
+        bootstrap.resampled_metric("spearmanr", preds, refs, np.ones((1, 200)))
 
 
 def test_bootstrap_all_right_against_all_wrong_is_better() -> None:
     refs = np.arange(100) % 2
-    pairs = [stats.PredictionPair(refs.copy(), 1 - refs, refs) for _ in range(2)]
-    boot = stats.paired_bootstrap("accuracy", pairs, n_resamples=500, seed=0)
+    pairs = [bootstrap.PredictionPair(refs.copy(), 1 - refs, refs) for _ in range(2)]
+    boot = bootstrap.paired_bootstrap("accuracy", pairs, n_resamples=500, seed=0)
     assert boot.diff == 100.0 and boot.ci_low == boot.ci_high == 100.0 and boot.p == 0.0
-    assert stats.verdict(None, boot) == stats.BETTER
-    worse = stats.paired_bootstrap("accuracy", [stats.PredictionPair(1 - refs, refs, refs)], 500)
-    assert worse.ci_high < 0 and stats.verdict(None, worse) == stats.WORSE
+    assert bootstrap.verdict(None, boot) == stats.BETTER
+    worse = bootstrap.paired_bootstrap("accuracy", [bootstrap.PredictionPair(1 - refs, refs, refs)], 500)
+    assert worse.ci_high < 0 and bootstrap.verdict(None, worse) == stats.WORSE
 
 
 def test_bootstrap_identical_predictions_no_difference_and_reproducible() -> None:
     rng = np.random.default_rng(3)
     refs = rng.integers(0, 2, 400)
     preds = np.where(rng.random(400) < 0.8, refs, 1 - refs)
-    boot = stats.paired_bootstrap("accuracy", [stats.PredictionPair(preds, preds.copy(), refs)], 1000)
+    boot = bootstrap.paired_bootstrap("accuracy", [bootstrap.PredictionPair(preds, preds.copy(), refs)], 1000)
     assert boot.diff == 0 and boot.ci_low == boot.ci_high == 0 and boot.p == 1.0
-    assert stats.verdict(stats.paired_test([80.0] * 3, [80.0] * 3), boot) == stats.NO_DIFFERENCE
+    assert bootstrap.verdict(stats.paired_test([80.0] * 3, [80.0] * 3), boot) == stats.NO_DIFFERENCE
     # One flipped example out of 400 is no evidence; the same seed gives the same resamples.
     other = preds.copy()
     other[0] = 1 - other[0]
-    small = [stats.PredictionPair(preds, other, refs)]
-    first = stats.paired_bootstrap("accuracy", small, 1000, seed=7)
-    assert first == stats.paired_bootstrap("accuracy", small, 1000, seed=7)
+    small = [bootstrap.PredictionPair(preds, other, refs)]
+    first = bootstrap.paired_bootstrap("accuracy", small, 1000, seed=7)
+    assert first == bootstrap.paired_bootstrap("accuracy", small, 1000, seed=7)
     assert first.p > 0.05 and first.ci_low <= 0 <= first.ci_high
 
 
 def test_verdict_rule() -> None:
     significant_t = stats.paired_test([91.0, 92.0, 93.0, 92.5], [90.0, 90.9, 91.8, 91.6])
     assert significant_t.p_t < 0.05
-    boot_yes = stats.Bootstrap(4, 100, 1000, 1.2, 0.3, 2.1, 0.01)
-    boot_no = stats.Bootstrap(4, 100, 1000, 1.2, -0.5, 2.9, 0.2)
-    boot_other_way = stats.Bootstrap(4, 100, 1000, -1.2, -2.1, -0.3, 0.01)
-    assert stats.verdict(significant_t, boot_yes) == stats.BETTER  # both agree
-    assert stats.verdict(significant_t, boot_no) == stats.NO_DIFFERENCE  # both available, one disagrees
-    assert stats.verdict(significant_t, boot_other_way) == stats.NO_DIFFERENCE
-    assert stats.verdict(significant_t, None) == stats.BETTER  # only the t-test available
+    boot_yes = bootstrap.Bootstrap(4, 100, 1000, 1.2, 0.3, 2.1, 0.01)
+    boot_no = bootstrap.Bootstrap(4, 100, 1000, 1.2, -0.5, 2.9, 0.2)
+    boot_other_way = bootstrap.Bootstrap(4, 100, 1000, -1.2, -2.1, -0.3, 0.01)
+    assert bootstrap.verdict(significant_t, boot_yes) == stats.BETTER  # both agree
+    assert bootstrap.verdict(significant_t, boot_no) == stats.NO_DIFFERENCE  # both available, one disagrees
+    assert bootstrap.verdict(significant_t, boot_other_way) == stats.NO_DIFFERENCE
+    assert bootstrap.verdict(significant_t, None) == stats.BETTER  # only the t-test available
     two_pairs = stats.paired_test([91.0, 92.0], [80.0, 81.0])  # too few pairs for the t-test
-    assert stats.verdict(two_pairs, None) == stats.NO_DIFFERENCE
-    assert stats.verdict(two_pairs, boot_other_way) == stats.WORSE  # only the bootstrap available
-    assert stats.verdict(None, None) == stats.NO_DIFFERENCE
+    assert bootstrap.verdict(two_pairs, None) == stats.NO_DIFFERENCE
+    assert bootstrap.verdict(two_pairs, boot_other_way) == stats.WORSE  # only the bootstrap available
+    assert bootstrap.verdict(None, None) == stats.NO_DIFFERENCE
 
 
 # ---- comparisons of synthetic records ---------------------------------------------------------------------
@@ -363,12 +364,12 @@ def test_two_level_bootstrap_equals_a_loop_over_its_draws() -> None:
     n, n_pairs, n_resamples = 60, 3, 40
     refs = rng.integers(0, 2, n)
     pairs = [
-        stats.PredictionPair(
+        bootstrap.PredictionPair(
             np.where(rng.random(n) < 0.8, refs, 1 - refs), np.where(rng.random(n) < 0.7, refs, 1 - refs), refs
         )
         for _ in range(n_pairs)
     ]
-    boot = stats.two_level_bootstrap("f1", pairs, n_resamples=n_resamples, seed=9)
+    boot = bootstrap.two_level_bootstrap("f1", pairs, n_resamples=n_resamples, seed=9)
     # The same draws by hand: pairs per resample, then the example indices of each drawn pair.
     draw = np.random.default_rng(9)
     drawn = draw.integers(0, n_pairs, size=n_resamples * n_pairs).reshape(n_resamples, n_pairs)
@@ -388,11 +389,11 @@ def test_two_level_bootstrap_equals_a_loop_over_its_draws() -> None:
     assert (boot.ci_low, boot.ci_high) == (pytest.approx(low), pytest.approx(high))
     p = min(1.0, 2 * min(np.mean(np.array(deltas) <= 0), np.mean(np.array(deltas) >= 0)))
     assert boot.p == pytest.approx(p)
-    assert boot == stats.two_level_bootstrap("f1", pairs, n_resamples=n_resamples, seed=9)
-    same = stats.two_level_bootstrap("accuracy", [stats.PredictionPair(refs, refs, refs)] * 2, 50)
+    assert boot == bootstrap.two_level_bootstrap("f1", pairs, n_resamples=n_resamples, seed=9)
+    same = bootstrap.two_level_bootstrap("accuracy", [bootstrap.PredictionPair(refs, refs, refs)] * 2, 50)
     assert same.diff == same.ci_low == same.ci_high == 0 and same.p == 1.0
     with pytest.raises(ValueError, match="at least one pair"):
-        stats.two_level_bootstrap("accuracy", [])
+        bootstrap.two_level_bootstrap("accuracy", [])
 
 
 def test_two_level_bootstrap_covers_the_method_difference_when_seeds_dominate() -> None:
@@ -411,10 +412,10 @@ def test_two_level_bootstrap_covers_the_method_difference_when_seeds_dominate() 
             acc_a, acc_b = np.clip([mean_a, mean_b] + rng.normal(0, seed_sd, 2), 0, 1)
             a = np.where(rng.random(n_dev) < acc_a, refs, 1 - refs)
             b = np.where(rng.random(n_dev) < acc_b, refs, 1 - refs)
-            pairs.append(stats.PredictionPair(a, b, refs))
+            pairs.append(bootstrap.PredictionPair(a, b, refs))
             diffs.append(100 * (np.mean(a == refs) - np.mean(b == refs)))
-        two = stats.two_level_bootstrap("accuracy", pairs, n_resamples=300, seed=experiment)
-        examples = stats.paired_bootstrap("accuracy", pairs, n_resamples=300, seed=experiment)
+        two = bootstrap.two_level_bootstrap("accuracy", pairs, n_resamples=300, seed=experiment)
+        examples = bootstrap.paired_bootstrap("accuracy", pairs, n_resamples=300, seed=experiment)
         paired = stats.paired_test(diffs, np.zeros(n_seeds))
         covered_two += two.ci_low <= true_diff <= two.ci_high
         covered_examples += examples.ci_low <= true_diff <= examples.ci_high

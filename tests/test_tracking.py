@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from peftbench.config import compose, to_specs
-from peftbench.tracking import start_tracker
+from peftbench.run.config import compose, to_specs
+from peftbench.run.tracking import start_tracker
 from tests.test_run import records, run_cli
 
 RECORD = {"method": "lora", "task": "sst2", "model": "tiny_bert", "sweep": "s", "config": {"seed": 0},

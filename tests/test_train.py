@@ -12,9 +12,10 @@ from accelerate import Accelerator
 from datasets import Dataset
 from transformers import get_linear_schedule_with_warmup
 
-from peftbench import apply_method, load_method, train
-from peftbench.prefix import PrefixHeads
-from peftbench.train import linear_warmup_decay
+from peftbench import apply_method, load_method
+from peftbench.run import evaluate, precision, setup, train
+from peftbench.run.train import linear_warmup_decay
+from peftbench.space.prefix import PrefixHeads
 from tests.conftest import tiny_batch, tiny_model
 
 
@@ -39,7 +40,7 @@ def test_schedule_equals_transformers(warmup, total):
 
 def test_training_module_does_not_import_peft():
     """peft costs ~4 s of start-up per sweep process; the trainer must not pull it in."""
-    code = "import sys, peftbench.train, peftbench.__main__; print('peft' in sys.modules)"
+    code = "import sys, peftbench.run.train, peftbench.__main__; print('peft' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -48,9 +49,9 @@ def test_training_module_does_not_import_peft():
 def test_weight_decay_spares_vectors_prompts_and_prefixes(method):
     from conftest import tiny_model
 
-    from peftbench.config import compose, to_specs
-    from peftbench.inject import apply_method
-    from peftbench.train import _optimizer
+    from peftbench.run.config import compose, to_specs
+    from peftbench.run.train import _optimizer
+    from peftbench.space.inject import apply_method
 
     cfg = to_specs(compose([f"method={method}", "train.weight_decay=0.1"]))
     model = tiny_model("bert")
@@ -73,8 +74,8 @@ def test_weight_decay_spares_vectors_prompts_and_prefixes(method):
 def test_auto_precision_is_bf16_only_where_the_device_computes_it(monkeypatch, setting, cuda, cpu_bf16, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    monkeypatch.setattr(train, "cpu_supports_bf16", lambda: cpu_bf16)
-    assert train.resolve_mixed_precision(setting) == expected
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: cpu_bf16)
+    assert precision.resolve_mixed_precision(setting) == expected
 
 
 @pytest.mark.parametrize(("amx", "avx512_bf16", "expected"), [(True, False, True), (False, True, True),
@@ -82,7 +83,7 @@ def test_auto_precision_is_bf16_only_where_the_device_computes_it(monkeypatch, s
 def test_cpu_bf16_support_reads_the_cpu_capabilities(monkeypatch, amx, avx512_bf16, expected):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
-    assert train.cpu_supports_bf16() is expected
+    assert precision.cpu_supports_bf16() is expected
 
 
 def test_gate_lambda_is_the_attention_mass_on_the_prefix():
@@ -103,7 +104,7 @@ def test_gate_lambda_is_the_attention_mass_on_the_prefix():
 def test_gate_monitor_reports_one_lambda_per_gated_layer_only_while_tracking():
     model = tiny_model("bert")
     apply_method(model, load_method("prefix"))
-    monitor = train.GateMonitor(model)
+    monitor = evaluate.GateMonitor(model)
     batch = tiny_batch()
     assert len(monitor.heads) == model.config.num_hidden_layers
     with torch.no_grad(), monitor.tracking() as lambdas:
@@ -113,7 +114,7 @@ def test_gate_monitor_reports_one_lambda_per_gated_layer_only_while_tracking():
     with torch.no_grad():
         model(**batch)  # not tracked: no state left behind
     assert all(head._gate_stats is None for head in monitor.heads)
-    assert train.GateMonitor(tiny_model("bert")).heads == []
+    assert evaluate.GateMonitor(tiny_model("bert")).heads == []
 
 
 def test_non_finite_logits_fail_the_evaluation():
@@ -123,20 +124,20 @@ def test_non_finite_logits_fail_the_evaluation():
         model.classifier.weight.fill_(float("nan"))
     ds = Dataset.from_dict({"input_ids": [[5, 6, 7], [8, 9]], "attention_mask": [[1, 1, 1], [1, 1]],
                             "labels": [0, 1]})
-    split = train.eval_split("validation", ds, 2, lambda rows: {
+    split = evaluate.eval_split("validation", ds, 2, lambda rows: {
         "input_ids": torch.tensor([r["input_ids"] + [0] * (3 - len(r["input_ids"])) for r in rows]),
         "attention_mask": torch.tensor([r["attention_mask"] + [0] * (3 - len(r["attention_mask"])) for r in rows]),
         "labels": torch.tensor([r["labels"] for r in rows])})
-    with pytest.raises(train.NonFiniteOutput, match="2 of 2 rows of validation have non-finite logits"):
-        train.predict(model, split, Accelerator(cpu=True), "sst2")
+    with pytest.raises(evaluate.NonFiniteOutput, match="2 of 2 rows of validation have non-finite logits"):
+        evaluate.predict(model, split, Accelerator(cpu=True), "sst2")
 
 
 def test_non_finite_metric_fails():
-    with pytest.raises(train.NonFiniteOutput, match=r"pearson.*predicts 2 for all 5 rows: a collapsed run"):
-        train.score("stsb", np.full(5, 2.0), np.array([0.0, 1.0, 2.0, 3.0, 4.0]), "validation")
+    with pytest.raises(evaluate.NonFiniteOutput, match=r"pearson.*predicts 2 for all 5 rows: a collapsed run"):
+        evaluate.score("stsb", np.full(5, 2.0), np.array([0.0, 1.0, 2.0, 3.0, 4.0]), "validation")
     # constant references (a degenerate dev set) are not blamed on the model
-    with pytest.raises(train.NonFiniteOutput, match="pearson") as err:
-        train.score("stsb", np.array([0.0, 1.0, 2.0, 3.0, 4.0]), np.full(5, 2.0), "validation")
+    with pytest.raises(evaluate.NonFiniteOutput, match="pearson") as err:
+        evaluate.score("stsb", np.array([0.0, 1.0, 2.0, 3.0, 4.0]), np.full(5, 2.0), "validation")
     assert "collapsed" not in str(err.value)
 
 
@@ -146,7 +147,7 @@ def test_non_finite_metric_fails():
      (["train.lr=1e-4", "train.lr_scale=3"], 3e-4), (["method=full", "train.lr_scale=2"], 1e-4)],
 )
 def test_lr_scale_multiplies_the_preset_or_the_given_lr(overrides, expected):
-    from peftbench.config import compose, to_specs
+    from peftbench.run.config import compose, to_specs
 
     assert train.effective_lr(to_specs(compose(["method=lora", *overrides]))) == pytest.approx(expected)
 
@@ -154,8 +155,8 @@ def test_lr_scale_multiplies_the_preset_or_the_given_lr(overrides, expected):
 def test_lr_scale_at_its_default_keeps_the_run_key_of_records_written_before_it_existed():
     from omegaconf import OmegaConf
 
-    from peftbench.config import compose
-    from peftbench.record import run_key
+    from peftbench.run.config import compose
+    from peftbench.run.record import run_key
 
     plain = OmegaConf.to_container(compose(["method=lora"]), resolve=True)
     before = {**plain, "train": {k: v for k, v in plain["train"].items() if k != "lr_scale"}}
@@ -169,12 +170,12 @@ def test_a_constant_held_out_epoch_is_unselectable_and_fails_the_run_only_at_eve
         monkeypatch, glue_dir, tmp_path, constant_epochs):
     """A run whose held-out predictions are constant after epoch 1 (Pearson undefined) may still learn in epoch 2:
     epoch 1 is recorded as unselectable and epoch 2 is chosen; constant at every epoch, the run fails."""
-    from peftbench.config import compose, to_specs
+    from peftbench.run.config import compose, to_specs
 
     cfg = to_specs(compose(["model=tiny_bert", "method=lora", "task=stsb", "data.max_train_samples=64",
                             "data.held_out=16", "train.epochs=2", "train.progress=false",
                             f"data.glue_dir={glue_dir}", f"data.cache_dir={tmp_path}"]))
-    real, held_out_calls = train.predict, []
+    real, held_out_calls = evaluate.predict, []
 
     def predict(model, split, accelerator, task):
         preds, refs = real(model, split, accelerator, task)
@@ -184,10 +185,10 @@ def test_a_constant_held_out_epoch_is_unselectable_and_fails_the_run_only_at_eve
                 preds = np.full_like(preds, 2.5)
         return preds, refs
 
-    monkeypatch.setattr(train, "predict", predict)
-    prep = train.prepare(cfg)
+    monkeypatch.setattr(evaluate, "predict", predict)
+    prep = setup.prepare(cfg)
     if constant_epochs == {1, 2}:
-        with pytest.raises(train.ConstantPredictions, match=r"no epoch can be chosen: at every epoch \(1-2\).*"
+        with pytest.raises(evaluate.ConstantPredictions, match=r"no epoch can be chosen: at every epoch \(1-2\).*"
                                                             r"predicts 2.5 for all 16 rows"):
             train.train_and_evaluate(cfg, prep)
         return
@@ -210,7 +211,7 @@ def test_a_regression_head_predicts_in_fp32_under_bf16_autocast():
         model.classifier.bias.fill_(2.5)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         rounded = model(**batch).logits
-        assert train.fp32_regression_head(model, "stsb")
+        assert precision.fp32_regression_head(model, "stsb")
         out = model(**batch, output_hidden_states=True)
     pooler, classifier = model.bert.pooler.dense, model.classifier
     with torch.no_grad():
@@ -222,7 +223,7 @@ def test_a_regression_head_predicts_in_fp32_under_bf16_autocast():
     assert set(model.state_dict()) == set(tiny_model("bert", num_labels=1).state_dict())  # names unchanged
 
     classifier_model = tiny_model("bert").eval()  # a classification head keeps autocast
-    assert not train.fp32_regression_head(classifier_model, "sst2")
+    assert not precision.fp32_regression_head(classifier_model, "sst2")
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert classifier_model(**batch).logits.dtype == torch.bfloat16
 
@@ -230,8 +231,8 @@ def test_a_regression_head_predicts_in_fp32_under_bf16_autocast():
 def test_head_bias_at_zero_keeps_the_run_key_of_records_written_before_it_existed():
     from omegaconf import OmegaConf
 
-    from peftbench.config import compose
-    from peftbench.record import run_key
+    from peftbench.run.config import compose
+    from peftbench.run.record import run_key
 
     stsb = OmegaConf.to_container(compose(["task=stsb"]), resolve=True)
     assert stsb["task"]["head_bias"] == "label_mean"  # conf/task/stsb.yaml
@@ -244,11 +245,12 @@ def test_head_bias_at_zero_keeps_the_run_key_of_records_written_before_it_existe
 
 @pytest.mark.slow
 def test_label_mean_head_bias_starts_a_regression_head_at_the_mean_training_label(glue_dir, tmp_path):
-    from peftbench.config import SpecError, compose, to_specs
+    from peftbench.run.config import compose, to_specs
+    from peftbench.space.spec import SpecError
 
     common = ["model=tiny_bert", "method=prefix", "task=stsb", "data.max_train_samples=64", "data.held_out=16",
               f"data.glue_dir={glue_dir}", f"data.cache_dir={tmp_path}"]
-    prep = train.prepare(to_specs(compose(common)))
+    prep = setup.prepare(to_specs(compose(common)))
     mean = float(np.mean(prep.train["labels"]))  # the 48 training rows, not the held-out 16 nor dev
     assert 1.0 < mean < 4.0 and mean != pytest.approx(float(np.mean(prep.select["labels"])), abs=1e-6)
     assert prep.model.classifier.bias.item() == pytest.approx(mean, abs=1e-6)
@@ -256,7 +258,7 @@ def test_label_mean_head_bias_starts_a_regression_head_at_the_mean_training_labe
     with torch.no_grad():
         start = prep.model.eval()(**{k: v for k, v in batch.items() if k != "labels"}).logits
     assert start.mean().item() == pytest.approx(mean, abs=0.1)  # the first predictions sit at the mean
-    zero = train.prepare(to_specs(compose([*common, "task.head_bias=zero"])))
+    zero = setup.prepare(to_specs(compose([*common, "task.head_bias=zero"])))
     assert zero.model.classifier.bias.item() == 0.0
     with pytest.raises(SpecError, match="sst2 is a classification task"):
         to_specs(compose(["task=sst2", "task.head_bias=label_mean"]))
@@ -266,4 +268,4 @@ def test_label_mean_head_bias_starts_a_regression_head_at_the_mean_training_labe
     model = tiny_model("bert", num_labels=1)
     model.classifier = head
     with pytest.raises(ValueError, match="has no regression output with a bias"):
-        train.set_output_bias(model, 2.5)
+        setup.set_output_bias(model, 2.5)

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from peftbench import verify
+from peftbench.run import rerun
+from peftbench.run.verify import sample
 
 CANARY = Path(__file__).resolve().parent / "data" / "canary" / "result.json"
 CANARY_COMMAND = ("python -m peftbench method=mam model=tiny_bert task=stsb data.max_train_samples=128 data.held_out=32 "
@@ -101,7 +103,7 @@ def test_a_bf16_record_is_refused_on_a_cpu_without_native_bf16(tmp_path, monkeyp
     record["mixed_precision"] = "bf16"
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "result.json").write_text(json.dumps(record))
-    monkeypatch.setattr("peftbench.train.cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr("peftbench.run.precision.cpu_supports_bf16", lambda: False)
     code, out, err = run_main(capsys, "--records", tmp_path / "run")
     assert code == 2 and len(err) == 1 and "this CPU has no native bf16" in err[0], err
     # in a sample it is passed over with a line; with nothing else left, that is bad input too
@@ -111,12 +113,12 @@ def test_a_bf16_record_is_refused_on_a_cpu_without_native_bf16(tmp_path, monkeyp
 
 def test_the_sample_is_deterministic_and_spread_over_methods():
     records = [(Path(f"{m}/{i}/result.json"), {"method": m}) for m in ("lora", "mam", "full") for i in range(5)]
-    picked = verify.sample(records, 4, seed=1)
-    assert picked == verify.sample(records, 4, seed=1)
+    picked = sample(records, 4, seed=1)
+    assert picked == sample(records, 4, seed=1)
     methods = [r["method"] for _, r in picked]
     assert sorted(methods[:3]) == ["full", "lora", "mam"] and len(set(methods)) == 3
-    assert len({tuple(p for p, _ in verify.sample(records, 4, seed=s)) for s in range(5)}) > 1
-    assert len(verify.sample(records, 99, seed=0)) == 15
+    assert len({tuple(p for p, _ in sample(records, 4, seed=s)) for s in range(5)}) > 1
+    assert len(sample(records, 99, seed=0)) == 15
 
 
 def test_a_recorded_config_becomes_overrides_that_compose_it():
@@ -127,9 +129,9 @@ def test_a_recorded_config_becomes_overrides_that_compose_it():
     config["method"]["modules"]["extra"] = {**config["method"]["modules"]["ffn"], "r": 4, "representation": ["attn"]}
     config["task"]["template"] = "{sentence1} isn't \\ ${sentence2}? {mask}"
     config["model"]["config"]["hidden_dropout_prob"] = 0.2
-    plan = verify.plan(record)
-    from peftbench.config import as_plain, compose
-    from peftbench.record import record_key
+    plan = rerun.plan(record)
+    from peftbench.run.config import as_plain, compose
+    from peftbench.run.record import record_key
 
     assert plan.key == record_key(record) and plan.precision == "no"
     composed = as_plain(compose(plan.overrides))

@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from peftbench.findings import majority_baseline
+from peftbench.analysis.findings import majority_baseline
 
 HERE = Path(__file__).resolve().parent
 

@@ -5,9 +5,9 @@
 `train.mixed_precision: auto` followed the CPU (bf16 autocast on the AMX/AVX512-BF16 machines, fp32 on the AVX2
 ones), so some configurations were run in both precisions, in different experiments. A configuration here is a
 record's resolved config with the learning rate as used (``train.lr`` × ``train.lr_scale``, or the method preset's)
-and without the precision and the keys that do not change the result (`peftbench.record.run_key`); runs of one
+and without the precision and the keys that do not change the result (`peftbench.run.record.run_key`); runs of one
 configuration and seed are paired. The table gives each pair's dev score ×100 in both precisions and the seed-paired
-t-test of bf16 − fp32 (`peftbench.stats.paired_test`).
+t-test of bf16 − fp32 (`peftbench.analysis.stats.paired_test`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
 from peftbench import stats  # noqa: E402
-from peftbench.record import record_precision, run_key  # noqa: E402
+from peftbench.run.record import record_precision, run_key  # noqa: E402
 
 
 def configuration(record: dict) -> str:

@@ -32,7 +32,7 @@ PROMPT_KINDS = ("soft", "lstm")
 PROMPT_POSITIONS = ("start", "infix")
 PROMPT_INITS = ("uniform", "vocab", "words")
 #: ``linear``: a new classifier (the architecture's task head); ``verbalizer``: the pretrained LM head's logits of
-#: the task's label words (peftbench.verbalizer), nothing trained at the head.
+#: the task's label words (peftbench.space.verbalizer), nothing trained at the head.
 HEADS = ("linear", "verbalizer")
 
 

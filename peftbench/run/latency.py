@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from peftbench.inject import merge_modules, unmerge_modules
-from peftbench.modules import ParallelLinear, base_linear
+from peftbench.space.inject import merge_modules, unmerge_modules
+from peftbench.space.modules import ParallelLinear, base_linear
 
 ROUNDS = 5
 ROWS = 32

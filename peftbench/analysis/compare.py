@@ -1,4 +1,4 @@
-"""Which cells each experiment compares, and the comparison of two cells (the statistics are `peftbench.stats`).
+"""Which cells each experiment compares, and the comparison of two cells (the statistics are `peftbench.analysis.stats`).
 
 An experiment's records carry its `sweep` name (``table2_cpu``, ``insertion_paper``, ...); the part before
 ``_cpu`` / ``_paper`` names its comparisons in `EXPERIMENT_COMPARISONS`, each ``(A, B)`` read "A against B".
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from peftbench import stats
-from peftbench.report import CELL, summarize
+from peftbench.analysis import bootstrap, stats
+from peftbench.analysis.cells import CELL, summarize
 
 #: experiment (the sweep name without _cpu/_paper) → its comparisons (A, B): "A against B".
 EXPERIMENT_COMPARISONS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -199,7 +199,7 @@ def _by_seed(runs: pd.DataFrame) -> tuple[dict[int, pd.Series], int]:
     return chosen, len(runs) - len(chosen)
 
 
-def _prediction_pairs(seeds: list[int], a: dict, b: dict) -> tuple[list[stats.PredictionPair], str]:
+def _prediction_pairs(seeds: list[int], a: dict, b: dict) -> tuple[list[bootstrap.PredictionPair], str]:
     """The dev predictions of each seed pair, or [] and why the bootstrap cannot run."""
     if not seeds:
         return [], "no seed pairs"
@@ -211,7 +211,7 @@ def _prediction_pairs(seeds: list[int], a: dict, b: dict) -> tuple[list[stats.Pr
             return [], f"no dev predictions in {missing} of {2 * len(seeds)} runs"
         if pa[1].shape != pb[1].shape or not np.array_equal(pa[1], pb[1]):
             return [], f"seed {s}: the two runs' dev references differ"
-        pairs.append(stats.PredictionPair(pa[0], pb[0], pa[1]))
+        pairs.append(bootstrap.PredictionPair(pa[0], pb[0], pa[1]))
     if len({len(p.references) for p in pairs}) > 1:
         return [], "seed pairs cover dev sets of different sizes"
     return pairs, ""
@@ -219,15 +219,15 @@ def _prediction_pairs(seeds: list[int], a: dict, b: dict) -> tuple[list[stats.Pr
 
 def _bootstraps(
     metric: str, seeds: list[int], a: dict, b: dict, n_resamples: int, seed: int
-) -> tuple[stats.Bootstrap | None, stats.Bootstrap | None, str]:
+) -> tuple[bootstrap.Bootstrap | None, bootstrap.Bootstrap | None, str]:
     """The two-level bootstrap (seeds, then examples) and the example-only one, or None and why not."""
-    if metric not in stats.BOOTSTRAP_METRICS:
+    if metric not in bootstrap.BOOTSTRAP_METRICS:
         return None, None, f"metric {metric} not supported"
     pairs, note = _prediction_pairs(seeds, a, b)
     if not pairs:
         return None, None, note
-    two_level = stats.two_level_bootstrap(metric, pairs, n_resamples, seed) if len(pairs) >= 2 else None
-    return two_level, stats.paired_bootstrap(metric, pairs, n_resamples, seed), ""
+    two_level = bootstrap.two_level_bootstrap(metric, pairs, n_resamples, seed) if len(pairs) >= 2 else None
+    return two_level, bootstrap.paired_bootstrap(metric, pairs, n_resamples, seed), ""
 
 
 def aso(a: np.ndarray, b: np.ndarray) -> float:
@@ -248,13 +248,13 @@ def compare_runs(
     runs_b: pd.DataFrame,
     *,
     source: str = COMMAND_LINE,
-    n_resamples: int = stats.N_RESAMPLES,
+    n_resamples: int = bootstrap.N_RESAMPLES,
     seed: int = 0,
     alpha: float = stats.ALPHA,
 ) -> dict:
     """One comparison row (`COMPARISON_COLUMNS`): the completed runs of two cells at their chosen lr, paired by
     seed (runs without a partner are dropped and counted in ``n_unpaired``); scores ×100; the seed-paired test,
-    the paired bootstrap over dev examples and the verdict of `peftbench.stats`."""
+    the paired bootstrap over dev examples and the verdict of `peftbench.analysis.stats`."""
     a, dropped_a = _by_seed(runs_a)
     b, dropped_b = _by_seed(runs_b)
     seeds, unpaired = stats.pair_by_seed(a, b)
@@ -289,7 +289,7 @@ def compare_runs(
 def seed_verdict(paired: stats.PairedTest, alpha: float = stats.ALPHA) -> str:
     """The report's reading of one comparison, from the seed-paired t-test alone (the bootstraps never vote):
     better / worse at p < α, else "no significant difference" — which is not evidence of equality (that takes an
-    equivalence test with a declared margin: `peftbench.findings`)."""
+    equivalence test with a declared margin: `peftbench.analysis.findings`)."""
     if paired.n >= stats.MIN_PAIRS_T and math.isfinite(paired.p_t) and paired.p_t < alpha and paired.mean_diff:
         return stats.BETTER if paired.mean_diff > 0 else stats.WORSE
     return stats.NO_DIFFERENCE
@@ -396,11 +396,11 @@ def compare(
     specs: list[ComparisonSpec | str] | tuple = (),
     *,
     experiments: bool = True,
-    n_resamples: int = stats.N_RESAMPLES,
+    n_resamples: int = bootstrap.N_RESAMPLES,
 ) -> tuple[pd.DataFrame, list[str]]:
     """The comparisons each experiment declares, over the runs of its sweep, and `specs` (``"A:B"`` or
     `ComparisonSpec`), over all runs: one row per pair of cells (`COMPARISON_COLUMNS`), and notes on what
-    could not be compared. Cells are those of `peftbench.report.summarize` (each at its chosen lr)."""
+    could not be compared. Cells are those of `peftbench.analysis.cells.summarize` (each at its chosen lr)."""
     jobs: list[tuple[pd.DataFrame, list[ComparisonSpec]]] = []
     if experiments and len(df):
         for sweep in sorted(df["sweep"].dropna().astype(str).unique()):

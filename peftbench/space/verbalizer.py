@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from peftbench.arch import ARCHITECTURES, ArchMap, get_submodule
-from peftbench.space import SpecError
+from peftbench.space.arch import ARCHITECTURES, ArchMap, get_submodule
+from peftbench.space.spec import SpecError
 
 MASK = "mask"
 
@@ -204,7 +204,7 @@ def has_lm_head(architectures: list[str]) -> bool:
 
 
 def lm_class(model_type: str):
-    """AutoModelForMaskedLM or AutoModelForCausalLM for an architecture with an LM head in :mod:`peftbench.arch`."""
+    """AutoModelForMaskedLM or AutoModelForCausalLM for an architecture with an LM head in :mod:`peftbench.space.arch`."""
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
     arch = ARCHITECTURES.get(model_type)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from peftbench.config import CONF_DIR
-from peftbench.space import MethodSpec, SpecError
+from peftbench.space.spec import MethodSpec, SpecError
+
+#: the Hydra config tree: its ``method/`` group holds the presets; the run's schema composes the whole of it
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def preset_names() -> list[str]:

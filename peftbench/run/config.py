@@ -20,13 +20,15 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from peftbench.models import ModelSpec, model_config, resolve_source
-from peftbench.space import MethodSpec, ModuleSpec, SpecError, parse_layers
+from peftbench.run.models import ModelSpec, model_config, resolve_source
+from peftbench.space.presets import CONF_DIR
+from peftbench.space.spec import MethodSpec, ModuleSpec, SpecError, parse_layers
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 MIN_MAX_LENGTH = 8  # room for the special tokens and a few of each segment's tokens
 SELECT_ON = ("held_out", "last")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+#: what ``save`` may ask a run to leave beside its record (`peftbench.run.artefacts`)
+SAVE_MODES = ("auto", "none", "modules", "full")
 #: The config group (registered below, no YAML) that creates the new slot of ``+method.modules.<slot>.*``.
 NEW_SLOT_GROUP = "method_slot"
 
@@ -61,7 +63,7 @@ class TaskSpec:
     head_bias: str = "zero"
 
     def __post_init__(self) -> None:
-        from peftbench.data import GLUE_TASKS  # lazily: datasets is slow to import
+        from peftbench.run.tasks import GLUE_TASKS  # lazily: datasets is slow to import
 
         _require(str(self.name).lower() in GLUE_TASKS,
                  f"task.name={self.name!r} is not a GLUE task; valid: {', '.join(GLUE_TASKS)}")
@@ -86,7 +88,7 @@ class DataSpec:
     cache_dir: str | None = None  # tokenised datasets; default ~/.cache/peftbench/tokenized
 
     def __post_init__(self) -> None:
-        from peftbench.data import SOURCES
+        from peftbench.run.data import SOURCES
 
         _require(self.source in SOURCES,
                  f"data.source={self.source!r} is not valid; valid: {', '.join(SOURCES)}")
@@ -113,12 +115,12 @@ class TrainSpec:
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     adam_eps: float = 1e-6
     mixed_precision: str = "auto"  # auto (bf16 where the GPU or CPU computes it natively, else fp32) | no | bf16 | fp16
-    group_by_length: bool = True  # length-grouped training batches (peftbench/batching.py); false: random
+    group_by_length: bool = True  # length-grouped training batches (peftbench/run/batching.py); false: random
     cpu: bool = False  # force the CPU even where a GPU exists
     threads: int | None = None  # torch CPU threads (None: torch's default)
     log_every: int = 10
     progress: bool = True
-    inference_batches: int = 2  # dev batches timed against the frozen base model (peftbench.latency); 0 = off
+    inference_batches: int = 2  # dev batches timed against the frozen base model (peftbench.run.latency); 0 = off
     checkpoint: bool = True  # save the training state each epoch (and on SIGTERM) so a rerun resumes the run
     keep_checkpoint: bool = False  # keep it after the run completes (results_root/.checkpoints/<run_key>.pt)
 
@@ -163,15 +165,13 @@ class RunConfig:
     sweep: str | None = None  # a name grouping runs (W&B group, report); None: the Hydra sweep dir
     resume: bool = True  # skip a run whose completed record (same run key) exists under results_root
     results_root: str = "multirun"
-    save: str = "auto"  # what the run saves beside its record (peftbench.artefacts): auto | none | modules | full
+    save: str = "auto"  # what the run saves beside its record (peftbench.run.artefacts): auto | none | modules | full
     # The protocol (README "Tuning and evaluation seeds"): seeds below this value are tuning seeds (the report
     # chooses each cell's lr on their held-out split); seeds from it on are evaluation seeds, which never enter a
     # choice and give the reported dev score. Not part of the run key.
     evaluation_seeds_from: int = 100
 
     def __post_init__(self) -> None:
-        from peftbench.artefacts import SAVE_MODES
-
         _require(0 <= self.seed < 2**32, f"seed={self.seed} must lie in [0, 2**32)")
         _require(self.evaluation_seeds_from >= 1, f"evaluation_seeds_from={self.evaluation_seeds_from} must be "
                  ">= 1 (seeds below it tune the lr, seeds from it on are evaluated)")
@@ -271,8 +271,8 @@ def check_known_keys(cfg: DictConfig, where: str = "") -> None:
 
 def check_verbalizer(specs: RunConfig) -> None:
     """The task has a template naming its fields and one label word per label; the model has an LM head mapping."""
-    from peftbench.data import get_task
-    from peftbench.verbalizer import check_template, has_lm_head, lm_class
+    from peftbench.run.tasks import get_task
+    from peftbench.space.verbalizer import check_template, has_lm_head, lm_class
 
     info = get_task(specs.task.name)
     check_template(info.name, specs.task.template, specs.task.label_words, info.text_fields, info.num_labels)
@@ -321,7 +321,7 @@ def position_limit(spec: ModelSpec) -> tuple[int, str] | None:
     """The most tokens one input may have in this model, and why (its ``max_position_embeddings``, less
     RoBERTa's offset), for architectures with a table of learned positions; None where there is none (rotary
     positions: Llama) or the config is not at hand cheaply."""
-    from peftbench.arch import ARCHITECTURES
+    from peftbench.space.arch import ARCHITECTURES
 
     config = config_at_hand(spec, gguf=False)
     arch = ARCHITECTURES.get(getattr(config, "model_type", None))

@@ -41,7 +41,7 @@ Returns: depending on the config,
     "pearson", "spearmanr": correlations (stsb),
     "matthews_correlation": Matthews correlation (cola).
 Examples:
-    >>> glue_metric = evaluate.load("peftbench/glue_metric", "mrpc")
+    >>> glue_metric = evaluate.load("peftbench/run/glue_metric", "mrpc")
     >>> glue_metric.compute(predictions=[0, 1], references=[0, 1])
     {'accuracy': 1.0, 'f1': 1.0}
 """

@@ -1,4 +1,4 @@
-"""The GLUE data layer: one table of task facts, a strict TSV loader, cached tokenisation, held-out splits.
+"""The GLUE data layer: a strict TSV loader, the hub as the other source, held-out splits and subsets.
 
 Both sources give the same schema, the hub's (`nyu-mll/glue`): the task's text fields, `label`
 (a `ClassLabel` in the hub's id order, or a float32 score for STS-B) and `idx` (the row's position).
@@ -8,155 +8,32 @@ Both sources give the same schema, the hub's (`nyu-mll/glue`): the task's text f
   naming the file and line.
 - `source="hub"` calls `datasets.load_dataset("nyu-mll/glue", task)` (needs network or a warm HF cache).
 
-Model selection uses `split_for_selection` (a part of train held out); the dev set is only reported.
-Nothing here imports torch or transformers at module level.
+The task facts are `peftbench.run.tasks`; tokenisation is `peftbench.run.tokenisation`. Model selection uses
+`split_for_selection` (a part of train held out); the dev set is only reported. Nothing here imports torch or
+transformers at module level.
 """
 
 from __future__ import annotations
 
 import codecs
 import hashlib
-import json
-import logging
 import math
 import numbers
 import os
-import shutil
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, NamedSplit, Value
+from datasets import Dataset, DatasetDict, DatasetInfo, NamedSplit
 from datasets.table import InMemoryTable
 
-if TYPE_CHECKING:
-    from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
-
-logger = logging.getLogger(__name__)
+from peftbench.run.tasks import DataError, TaskInfo, get_task
 
 HUB_DATASET = "nyu-mll/glue"
 SOURCES = ("auto", "local", "hub")
 GLUE_DIR_ENV = "PEFTBENCH_GLUE_DIR"
-DEFAULT_CACHE_DIR = Path("~/.cache/peftbench/tokenized")
 _PARSER_VERSION = 1  # bump when the parsing changes what a file yields (it is part of every fingerprint)
-_CACHE_VERSION = 1  # bump when tokenisation changes what it stores
-
-
-class DataError(ValueError):
-    """A data problem, in one line that names what was wrong and what would be valid."""
-
-
-@dataclass(frozen=True)
-class TsvLayout:
-    """Where a GLUE TSV keeps its text and label.
-
-    Columns are header names, or 0-based positions for a headerless file (CoLA). `label_format`:
-    "index" (the file holds the hub's label id, "0"/"1"), "name" (the file holds the label name),
-    or "float" (a regression score).
-    """
-
-    text_columns: tuple[str | int, ...]
-    label_column: str | int
-    label_format: str = "index"
-    header: bool = True
-    num_columns: int | None = None  # required for a headerless file
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    """Facts about one GLUE task, in the hub's (`nyu-mll/glue`) vocabulary.
-
-    `main_metric` follows the LoRA paper's GLUE table (the numbers our reference reproduces):
-    Matthews correlation for CoLA, Pearson for STS-B, accuracy for every other task, MRPC and QQP
-    included (their F1 is computed and recorded too); for MNLI the main split is `validation_matched`.
-    """
-
-    name: str
-    text_fields: tuple[str, ...]
-    label_names: tuple[str, ...]  # empty for a regression task
-    local_dir: str
-    layout: TsvLayout
-    metric_keys: tuple[str, ...] = ("accuracy",)
-    main_metric: str = "accuracy"
-    eval_splits: tuple[str, ...] = ("validation",)
-
-    @property
-    def is_regression(self) -> bool:
-        return not self.label_names
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.is_regression else len(self.label_names)
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return ("train", *self.eval_splits)
-
-    def local_file(self, split: str) -> str:
-        """The file a split lives in: train.tsv, dev.tsv, dev_matched.tsv, dev_mismatched.tsv."""
-        return "train.tsv" if split == "train" else "dev" + split.removeprefix("validation") + ".tsv"
-
-    def features(self) -> Features:
-        label = Value("float32") if self.is_regression else ClassLabel(names=list(self.label_names))
-        return Features(
-            {**{f: Value("string") for f in self.text_fields}, "label": label, "idx": Value("int32")}
-        )
-
-
-GLUE_TASKS: dict[str, TaskInfo] = {
-    "cola": TaskInfo(
-        "cola", text_fields=("sentence",), label_names=("unacceptable", "acceptable"), local_dir="CoLA",
-        layout=TsvLayout((3,), 1, header=False, num_columns=4),  # no header: source, label, star, sentence
-        metric_keys=("matthews_correlation",), main_metric="matthews_correlation",
-    ),
-    "sst2": TaskInfo(
-        "sst2", text_fields=("sentence",), label_names=("negative", "positive"), local_dir="SST-2",
-        layout=TsvLayout(("sentence",), "label"),
-    ),
-    "mrpc": TaskInfo(
-        "mrpc", text_fields=("sentence1", "sentence2"), label_names=("not_equivalent", "equivalent"),
-        local_dir="MRPC", layout=TsvLayout(("#1 String", "#2 String"), "Quality"),
-        metric_keys=("accuracy", "f1"),
-    ),
-    "qqp": TaskInfo(
-        "qqp", text_fields=("question1", "question2"), label_names=("not_duplicate", "duplicate"),
-        local_dir="QQP", layout=TsvLayout(("question1", "question2"), "is_duplicate"),
-        metric_keys=("accuracy", "f1"),
-    ),
-    "stsb": TaskInfo(
-        "stsb", text_fields=("sentence1", "sentence2"), label_names=(), local_dir="STS-B",
-        layout=TsvLayout(("sentence1", "sentence2"), "score", label_format="float"),
-        metric_keys=("pearson", "spearmanr"), main_metric="pearson",
-    ),
-    "mnli": TaskInfo(
-        "mnli", text_fields=("premise", "hypothesis"), label_names=("entailment", "neutral", "contradiction"),
-        local_dir="MNLI", layout=TsvLayout(("sentence1", "sentence2"), "gold_label", label_format="name"),
-        eval_splits=("validation_matched", "validation_mismatched"),
-    ),
-    "qnli": TaskInfo(
-        "qnli", text_fields=("question", "sentence"), label_names=("entailment", "not_entailment"),
-        local_dir="QNLI", layout=TsvLayout(("question", "sentence"), "label", label_format="name"),
-    ),
-    "rte": TaskInfo(
-        "rte", text_fields=("sentence1", "sentence2"), label_names=("entailment", "not_entailment"),
-        local_dir="RTE", layout=TsvLayout(("sentence1", "sentence2"), "label", label_format="name"),
-    ),
-    "wnli": TaskInfo(
-        "wnli", text_fields=("sentence1", "sentence2"), label_names=("not_entailment", "entailment"),
-        local_dir="WNLI", layout=TsvLayout(("sentence1", "sentence2"), "label"),
-    ),
-}  # fmt: skip
-
-
-def get_task(task: str) -> TaskInfo:
-    """The `TaskInfo` of a GLUE task name (case-insensitive), or a `DataError` listing the valid names."""
-    info = GLUE_TASKS.get(str(task).lower())
-    if info is None:
-        raise DataError(f"unknown GLUE task {task!r}; valid tasks: {', '.join(GLUE_TASKS)}")
-    return info
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -356,112 +233,6 @@ def _parse_label(value: str, info: TaskInfo, path: Path, lineno: int) -> int | f
         return int(value)
     names = ", ".join(f"{i}={n}" for i, n in enumerate(info.label_names))
     raise DataError(f"{path}:{lineno}: label {value!r} is not one of {valid} ({names})")
-
-
-# ------------------------------------------------------------------------------------------ tokenisation
-
-
-def tokenized_cache_path(
-    dsd: DatasetDict,
-    tokenizer: PreTrainedTokenizerBase,
-    task: str,
-    max_length: int = 128,
-    cache_dir: str | os.PathLike | None = None,
-    template: Any = None,
-) -> Path:
-    """Where `tokenize_glue` stores (or finds) this tokenisation.
-
-    The key hashes the task, each split's fingerprint and size (for local data: the file's content hash,
-    updated by every seeded select/split), the tokenizer's class, name_or_path, vocabulary size and
-    truncation side, `max_length`, and the verbalizer template if any.
-    """
-    info = get_task(task)
-    key = {
-        "version": _CACHE_VERSION,
-        "task": info.name,
-        "max_length": int(max_length),
-        # datasets has no public accessor for the fingerprint; `_fingerprint` is what its own caching uses.
-        "splits": {name: [ds._fingerprint, ds.num_rows] for name, ds in sorted(dsd.items())},
-        "tokenizer": [
-            f"{type(tokenizer).__module__}.{type(tokenizer).__qualname__}",
-            str(tokenizer.name_or_path),
-            len(tokenizer),
-            getattr(tokenizer, "truncation_side", "right"),
-        ],
-    }
-    if template is not None:  # (absent otherwise, so existing caches keep their keys)
-        key["template"] = template.key
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    root = absolute_path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR.expanduser()
-    return root / f"{info.name}-{digest}"
-
-
-def tokenize_glue(
-    dsd: DatasetDict,
-    tokenizer: PreTrainedTokenizerBase,
-    task: str,
-    max_length: int = 128,
-    cache_dir: str | os.PathLike | None = None,
-    template: Any = None,
-) -> DatasetDict:
-    """Tokenise every split (one sentence or a pair, truncated to `max_length`, not padded), cached on disk.
-
-    With `template` (a `peftbench.verbalizer.Template`) each example is written into the template as one
-    sequence, cut in its text, never in the template (`peftbench.verbalizer.encode`).
-
-    Returns `input_ids`, `attention_mask`, `token_type_ids` (when the tokenizer makes them) and `labels`;
-    the text columns and `idx` are dropped (rows keep their order, so `dsd[split]["idx"]` still applies).
-    A second call with the same data, tokenizer and `max_length` loads from `tokenized_cache_path(...)`
-    without tokenising (it logs "cache hit"). Pad per batch with `make_collator`.
-    """
-    info = get_task(task)
-    for name, ds in dsd.items():
-        missing = [c for c in (*info.text_fields, "label") if c not in ds.column_names]
-        if missing:
-            raise DataError(f"{info.name}/{name}: missing column(s) {missing}; it has {ds.column_names}")
-    path = tokenized_cache_path(dsd, tokenizer, info.name, max_length, cache_dir, template)
-    if (path / "dataset_dict.json").is_file():
-        logger.info("tokenised %s: cache hit %s", info.name, path)
-        return DatasetDict.load_from_disk(str(path))
-
-    logger.info("tokenising %s (max_length=%d) into %s", info.name, max_length, path)
-
-    def encode(batch: dict[str, list]) -> dict[str, list]:
-        if template is not None:
-            from peftbench.verbalizer import encode as encode_template
-
-            return encode_template(template, tokenizer, batch, max_length)
-        texts = [batch[field] for field in info.text_fields]
-        return tokenizer(*texts, truncation=True, max_length=max_length)
-
-    out = DatasetDict()
-    for name, ds in dsd.items():
-        drop = [c for c in ds.column_names if c != "label"]
-        # An explicit fingerprint spares datasets from pickling the tokenizer to hash `encode`.
-        tokenised = ds.map(
-            encode, batched=True, remove_columns=drop, new_fingerprint=f"{path.name}-{name}",
-            desc=f"tokenise {info.name}/{name}",
-        )  # fmt: skip
-        out[name] = tokenised.rename_column("label", "labels")
-
-    # Write to a private folder, then rename: concurrent runs of a sweep never see a half-written cache.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    out.save_to_disk(str(tmp))
-    try:
-        os.replace(tmp, path)
-    except OSError:  # another process stored the same key first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return DatasetDict.load_from_disk(str(path))
-
-
-def make_collator(
-    tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None = None
-) -> DataCollatorWithPadding:
-    """transformers' `DataCollatorWithPadding`: pads each batch to its longest example."""
-    from transformers import DataCollatorWithPadding
-
-    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
 
 
 # ---------------------------------------------------------------------------------- selection, subsets

@@ -1,21 +1,20 @@
-"""What each reported cell stores and costs: the artefact beside its records (peftbench.artefacts), its training
-time and its inference overhead over the frozen base model (peftbench.latency), and the pareto fronts of score
-against each. `peftbench.report` puts these sections into summary.md and draws pareto.png."""
+"""What each reported cell stores and costs: the artefact beside its records (`peftbench.run.artefacts`), its
+training time and its inference overhead over the frozen base model (`peftbench.run.latency`), per cell.
+`peftbench.analysis.report` puts these tables into summary.md; `peftbench.analysis.plots.plot_pareto` draws
+score against each (pareto.png)."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from peftbench.report import CELL, MISSING
+from peftbench.analysis.cells import CELL
+from peftbench.analysis.tables import MISSING
 
 
 def markdown_artefact_table(df: pd.DataFrame, cells: pd.DataFrame) -> str:
-    """Per cell, what a run stores (``modules.safetensors``, peftbench.artefacts): the stored parameter count and
+    """Per cell, what a run stores (``modules.safetensors``, peftbench.run.artefacts): the stored parameter count and
     the file's size; empty when no record has an artefact (records from before artefacts, or save=none)."""
     sizes = pd.to_numeric(df.get("artefact_bytes", pd.Series(dtype=float)), errors="coerce")
     if df.empty or not sizes.notna().any():
@@ -35,7 +34,7 @@ def markdown_artefact_table(df: pd.DataFrame, cells: pd.DataFrame) -> str:
 
 def cost_frame(df: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     """Per reported cell (at its chosen lr): score, paper share, median training time (s) and median inference
-    time over the frozen base model's (unmerged and merged), over the runs that measured it (peftbench.latency)."""
+    time over the frozen base model's (unmerged and merged), over the runs that measured it (peftbench.run.latency)."""
     rows = []
     done = df[df["status"] == "completed"]
     for _, cell in cells[cells["n"] > 0].iterrows():
@@ -66,35 +65,3 @@ def markdown_cost_table(costs: pd.DataFrame) -> str:
                "A ratio measured while other work shares the CPU is noisy: compare cells of one report. "
                "Pareto fronts: pareto.png.")
     return "\n".join(["## Cost per cell", "", *lines, "", caption])
-
-
-def plot_pareto(costs: pd.DataFrame, path: str | Path) -> Figure | None:
-    """Score against parameters, against training time and against inference overhead: one panel each, a point
-    per cell (its method's colour); nothing when no run measured its inference cost."""
-    if costs.empty or not costs["n_timed"].any():
-        return None
-    fig = Figure(figsize=(16, 4.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 3)
-    methods = sorted(costs["method"].unique())
-    colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
-    panels = (("share_pct", "fine-tuned parameters (% of the base model)", True),
-              ("train_time_s", "training time (s, median over runs)", True),
-              ("inference_ratio", "inference time × the frozen base model", False))
-    for ax, (column, label, log) in zip(axes, panels, strict=True):
-        for _, c in costs.iterrows():
-            x = c[column]
-            if not (isinstance(x, float | int) and math.isfinite(x) and x > 0):
-                continue
-            ax.scatter([x], [c["median"]], color=colours[c["method"]])
-            ax.annotate(c["label"], (x, c["median"]), textcoords="offset points", xytext=(5, 4), fontsize=7,
-                        color=colours[c["method"]])
-            if column == "inference_ratio" and math.isfinite(c["inference_ratio_merged"]):
-                ax.scatter([c["inference_ratio_merged"]], [c["median"]], color=colours[c["method"]], marker="x")
-        if log:
-            ax.set_xscale("log")
-        ax.set_xlabel(label + (" (×: merged)" if column == "inference_ratio" else ""))
-        ax.set_ylabel("score ×100 (median over seeds)")
-        ax.grid(True, which="both", alpha=0.3)
-    fig.savefig(path, dpi=120)
-    return fig

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from peftbench.space import PromptSpec
+from peftbench.space.spec import PromptSpec
 
 
 class LSTMPromptEncoder(nn.Module):

@@ -1,8 +1,8 @@
 """The modules of the design space: the functional form Δh, the compositions, and the wrappers that place them.
 
 A wrapper owns the layer it replaces as ``base_layer`` and its forward reads like the formula; it is installed
-with ``setattr`` on the parent (``peftbench.arch.set_submodule``). Head-level modules (prefixes) live in
-``peftbench.prefix``; input prompts in ``peftbench.prompts``.
+with ``setattr`` on the parent (``peftbench.space.arch.set_submodule``). Head-level modules (prefixes) live in
+``peftbench.space.prefix``; input prompts in ``peftbench.space.prompts``.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class Scale(nn.Module):
 
 
 def make_composition(kind: str, s: float, learnable: bool, device: torch.device | None = None) -> nn.Module:
-    """Add or Scale (the gate is not a module here: it is exact by concatenation in ``peftbench.prefix``)."""
+    """Add or Scale (the gate is not a module here: it is exact by concatenation in ``peftbench.space.prefix``)."""
     return Scale(s, learnable, device) if kind == "scale" else Add()
 
 
@@ -193,5 +193,5 @@ class ParallelSublayer(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x, self.stash.x = self.stash.x, None
         if x is None:
-            raise RuntimeError("parallel sub-layer module ran before its input tap: check the peftbench.arch entry")
+            raise RuntimeError("parallel sub-layer module ran before its input tap: check the peftbench.space.arch entry")
         return self.composition(self.base_layer(z), self.delta(x))

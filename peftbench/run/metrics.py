@@ -1,4 +1,4 @@
-"""GLUE scores through the project's own `evaluate` module (`peftbench/glue_metric`), loaded offline.
+"""GLUE scores through the project's own `evaluate` module (`peftbench/run/glue_metric`), loaded offline.
 
 `compute_glue_metrics("mrpc", preds, refs)` gives `{"accuracy": ..., "f1": ...}` as plain floats; the keys
 and values are those of the official GLUE metric. `main_metric(task)` names the number a table reports.
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from peftbench.data import get_task
+from peftbench.run.tasks import get_task
 
 if TYPE_CHECKING:
     import evaluate

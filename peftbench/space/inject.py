@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from peftbench.arch import ArchMap, arch_for, get_submodule, set_submodule
-from peftbench.modules import (
+from peftbench.space.arch import ArchMap, arch_for, get_submodule, set_submodule
+from peftbench.space.modules import (
     Bottleneck,
     InputTap,
     ParallelLinear,
@@ -22,9 +22,9 @@ from peftbench.modules import (
     SequentialLinear,
     make_composition,
 )
-from peftbench.prefix import PrefixEncoder, PrefixHeads, install_attention_hook
-from peftbench.prompts import PromptInserter
-from peftbench.space import (
+from peftbench.space.prefix import PrefixEncoder, PrefixHeads, install_attention_hook
+from peftbench.space.prompts import PromptInserter
+from peftbench.space.spec import (
     SUBLAYER_REPRESENTATIONS,
     MethodSpec,
     ModuleSpec,

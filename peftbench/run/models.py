@@ -78,8 +78,8 @@ def load_model(spec: ModelSpec, num_labels: int = 2, device: str | torch.device 
                verbalizer=None) -> torch.nn.Module:
     """A sequence-classification model. ``device="meta"`` builds the shape only (no weights, no memory).
 
-    With ``verbalizer`` (a :class:`peftbench.verbalizer.Template`) the model is the architecture's LM with its
-    pretrained LM head, wrapped as a :class:`~peftbench.verbalizer.VerbalizerModel`; weights without an LM head
+    With ``verbalizer`` (a :class:`peftbench.space.verbalizer.Template`) the model is the architecture's LM with its
+    pretrained LM head, wrapped as a :class:`~peftbench.space.verbalizer.VerbalizerModel`; weights without an LM head
     are refused (a random LM head would pass for a verbalizer)."""
     if verbalizer is not None:
         return _load_verbalizer(spec, verbalizer, device)
@@ -112,7 +112,7 @@ def _set_pad_token(model: torch.nn.Module) -> None:
 
 
 def _load_verbalizer(spec: ModelSpec, template, device) -> torch.nn.Module:
-    from peftbench.verbalizer import VerbalizerModel, lm_class
+    from peftbench.space.verbalizer import VerbalizerModel, lm_class
 
     meta = str(device) == "meta"
     config = model_config(spec, weights=not meta)

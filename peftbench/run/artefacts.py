@@ -23,7 +23,6 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 ARTEFACT = "modules.safetensors"
-SAVE_MODES = ("auto", "none", "modules", "full")
 
 
 class ArtefactError(ValueError):
@@ -60,7 +59,7 @@ def save_artefact(model: torch.nn.Module, specs, run_dir: str | Path) -> dict[st
 def _specs_of(record: dict):
     from omegaconf import OmegaConf
 
-    from peftbench.config import RunConfig
+    from peftbench.run.config import RunConfig
 
     schema = OmegaConf.structured(RunConfig)
     config = {k: v for k, v in record["config"].items() if k in schema}
@@ -72,10 +71,10 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.n
     or ``full``). The model is in eval mode; ``model.peftbench_run`` holds the specs and the tokenizer."""
     from transformers import set_seed
 
-    from peftbench.data import get_task
-    from peftbench.inject import apply_method, export_reparameterisations
-    from peftbench.models import load_model, load_tokenizer
-    from peftbench.train import verbalizer_template
+    from peftbench.run.models import load_model, load_tokenizer
+    from peftbench.run.setup import verbalizer_template
+    from peftbench.run.tasks import get_task
+    from peftbench.space.inject import apply_method, export_reparameterisations
 
     run_dir = Path(run_dir)
     record_path = run_dir / "result.json"
@@ -115,8 +114,11 @@ def predict_run(run_dir: str | Path, split: str | None = None):
     with the references: what the run scored, recomputed."""
     from accelerate import Accelerator
 
-    from peftbench.data import get_task, load_glue, make_collator, subsample, tokenize_glue
-    from peftbench.train import eval_split, fp32_regression_head, predict
+    from peftbench.run.data import load_glue, subsample
+    from peftbench.run.evaluate import eval_split, predict
+    from peftbench.run.precision import fp32_regression_head
+    from peftbench.run.tasks import get_task
+    from peftbench.run.tokenisation import make_collator, tokenize_glue
 
     model = load_run(run_dir)
     specs, tokenizer, template = (model.peftbench_run[k] for k in ("specs", "tokenizer", "template"))

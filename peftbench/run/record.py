@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from peftbench.data import absolute_path
+from peftbench.run.data import absolute_path
 
 #: Keys that do not change what a run computes (and so are not part of its key).
 NOT_IN_KEY = ("logger", "results_root", "resume", "sweep", "data.glue_dir", "data.cache_dir", "train.progress",
@@ -119,6 +119,29 @@ def record_key(record: dict[str, Any]) -> str | None:
     return stored if isinstance(stored, str) else None
 
 
+def as_float(value: object) -> float | None:
+    """A record's number as a float (NaN kept); None for a missing, boolean or non-numeric value."""
+    try:
+        return float(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def selection_score(record: dict) -> float | None:
+    """The held-out selection score (``select[metric]``, 0–1) of the epoch a run kept: the last history entry
+    marked ``best: true`` (training marks each improvement), else the max over epochs; None without any."""
+    metric = record.get("metric")
+    history = [
+        h for h in record.get("history") or [] if isinstance(h, dict) and isinstance(h.get("select"), dict)
+    ]
+    values = [(bool(h.get("best")), as_float(h["select"].get(metric))) for h in history]
+    kept = [v for best, v in values if best and v is not None]
+    if kept:
+        return kept[-1]
+    scores = [v for _, v in values if v is not None]
+    return max(scores) if scores else None
+
+
 def versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:
@@ -131,7 +154,7 @@ def versions() -> dict[str, str | None]:
 
 def git_commit() -> str | None:
     try:
-        root = Path(__file__).resolve().parent.parent
+        root = Path(__file__).resolve().parents[2]
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=5).stdout.strip()

@@ -138,7 +138,7 @@ def arch_for(model: nn.Module) -> ArchMap:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in ARCHITECTURES:
         raise ValueError(
-            f"architecture {model_type!r} has no entry in peftbench.arch.ARCHITECTURES; "
+            f"architecture {model_type!r} has no entry in peftbench.space.arch.ARCHITECTURES; "
             f"supported: {', '.join(sorted(ARCHITECTURES))}"
         )
     return ARCHITECTURES[model_type]
@@ -149,7 +149,7 @@ def get_submodule(root: nn.Module, path: str) -> nn.Module:
     try:
         return root.get_submodule(path)
     except AttributeError as err:
-        raise ValueError(f"module path {path!r} not found in {type(root).__name__}; fix its peftbench.arch entry") from err
+        raise ValueError(f"module path {path!r} not found in {type(root).__name__}; fix its peftbench.space.arch entry") from err
 
 
 def set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:

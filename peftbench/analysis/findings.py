@@ -1,0 +1,428 @@
+"""The paper's claims against the committed records: the generated part of ``experiments/FINDINGS.md``.
+
+`CLAIMS` declares each claim of the paper as expectations (A against B: better, worse, or ≈ within a margin);
+`check_claim` runs its comparisons (`peftbench.analysis.compare`) and reads each with `decide`
+(`peftbench.analysis.stats.decide`), Holm-adjusted within the claim; `claim_verdict` reads the claim from its
+comparisons; `build` writes the text (cells per experiment, the claims' tables, Table 2 beside the paper) and
+`write` puts it above the hand-written discussion of an existing FINDINGS.md. The rule, as FINDINGS.md cites it, is
+the docstring of ``peftbench/findings.py`` (the command, ``python -m peftbench.findings``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from peftbench.analysis import bootstrap, compare, stats
+from peftbench.analysis.cells import format_share, grid_edge, summarize
+from peftbench.analysis.records import load_records
+from peftbench.analysis.tables import format_cell, format_ci, markdown_table
+
+DISCUSSION_MARKER = "<!-- Written by hand below this line; `python -m peftbench.findings` keeps it. -->"
+AGREES, DISAGREES, EQUIVALENT, DIFFERS, UNDERPOWERED = (
+    stats.AGREES, stats.DISAGREES, stats.EQUIVALENT, stats.DIFFERS, stats.UNDERPOWERED,
+)  # fmt: skip
+MIXED, NOT_RUN = "mixed", "not run"
+SUPPORTS, CONTRADICTS = (AGREES, EQUIVALENT), (DISAGREES, DIFFERS)
+OUTCOMES = (AGREES, EQUIVALENT, DISAGREES, DIFFERS, UNDERPOWERED)
+#: the budget below which a cell belongs to the small tier of `representation` (~0.1% vs ~3.6% in the paper)
+SMALL_TIER_PCT = 1.0
+#: the declared effect (points ×100) of a directional expectation, and the margin of an equivalence one
+DEFAULT_EFFECT, DEFAULT_MARGIN = 1.0, 1.0
+MARGIN_NOTE = (
+    "Equivalence (≈) is tested with TOST at a margin of ±1.0 point: the paper's \"within 0.2 points\" would need "
+    "far more seeds than a CPU budget allows (the seeds-needed column says how many at ±1.0)."
+)
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """The paper says A compares with B as `sign` (+1 better, −1 worse, 0 no difference within ±`margin` points),
+    in budget `tier` ("small" below `SMALL_TIER_PCT` % of the model, "large" above, None: any); `effect` (points)
+    is the difference a directional expectation is powered for."""
+
+    a: str
+    b: str
+    sign: int
+    tier: str | None = None
+    margin: float = DEFAULT_MARGIN
+    effect: float = DEFAULT_EFFECT
+
+    def __post_init__(self) -> None:
+        if self.sign not in (-1, 0, 1) or self.tier not in (None, "small", "large"):
+            raise ValueError(f"bad expectation {self}: sign in -1/0/1, tier None/small/large")
+        if not (self.margin > 0 and self.effect > 0):
+            raise ValueError(f"bad expectation {self}: margin and effect must be > 0 points")
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    experiment: str
+    statement: str
+    source: str
+    expectations: tuple[Expectation, ...]
+
+
+E = Expectation
+_ATTN_VS_FFN = (
+    ("pa_ffn", "pa_attn"),
+    ("lora_ffn", "lora_attn"),
+    ("pa_ffn", "mh_pa_heads"),
+    ("pa_ffn", "prefix_heads"),
+)
+CLAIMS: tuple[Claim, ...] = (
+    Claim("table2", "table2", "Table 2's ordering: full fine-tuning ≥ MAM ≈ LoRA ≈ adapter > prefix > BitFit "
+          "(against LoRA: full better, MAM and adapter within 0.2 points in the paper, tested here at ±1.0; prefix "
+          "and BitFit worse)", "Table 2",
+          (E("full", "lora", 1), E("mam", "lora", 0), E("adapter", "lora", 0), E("prefix", "lora", -1),
+           E("bitfit", "lora", -1))),
+    Claim("parallel", "insertion", "Parallel insertion beats sequential insertion, at the attention and at the FFN",
+          "Table 3", (E("parallel_adapter_attn", "sequential_adapter_attn", 1),
+                      E("parallel_adapter_ffn", "sequential_adapter_ffn", 1))),
+    Claim("attention_small", "representation", "At a small budget (~0.1%), modifying the attention beats "
+          "modifying the FFN", "Table 5", tuple(E(a, b, -1, "small") for a, b in _ATTN_VS_FFN)),
+    Claim("ffn_large", "representation", "At a large budget (~3.6%), modifying the FFN beats modifying the "
+          "attention", "Table 5", tuple(E(a, b, 1, "large") for a, b in _ATTN_VS_FFN)),
+    Claim("scaling", "composition", "Scaled composition (s=4) beats plain addition and the gate", "Table 4",
+          (E("scaled_pa_s4", "pa_add", 1), E("lora_s4", "lora_s1", 1), E("scaled_pa_s4", "prefix_gate", 1))),
+    Claim("mam", "mam_ablation", "MAM (prefix at the attention + scaled parallel adapter at the FFN) is the best "
+          "combination: it beats each variation and each ingredient alone at its budget", "§4.6, Table 6",
+          tuple(E("mam", b, 1) for b in ("mam_s4", "mam_add", "mam_mh_pa", "mam_seq_ffn", "prefix_l32",
+                                          "scaled_pa_r32_s2"))),
+    # The method papers' own ablations (issue 11): Li & Liang 2021, Lester et al. 2021, Liu et al. 2021/2022.
+    Claim("prefix_length", "prefix_ablation", "A longer prefix helps up to a threshold, then changes little "
+          "(l=16 beats l=4; l=64 ≈ l=16)", "Li & Liang §7.1", (E("prefix_l16", "prefix_l4", 1),
+                                                                E("prefix_l64", "prefix_l16", 0))),
+    Claim("prefix_depth", "prefix_ablation", "A prefix at every layer beats trainable vectors at the input only "
+          "(\"embedding-only\")", "Li & Liang §7.2", (E("prefix_l16", "prefix_embed", 1),)),
+    Claim("prefix_infix", "prefix_ablation", "Prefixing beats infixing (here at the input, where the two differ for "
+          "an encoder: a key/value prefix has no position)", "Li & Liang §7.2", (E("prefix_embed", "prefix_infix", 1),)),
+    Claim("prefix_words", "prefix_ablation", "Initialising the prefix from real words' activations beats a random "
+          "initialisation (most in low-data settings)", "Li & Liang §7.3", (E("prefix_words", "prefix_l16", 1),)),
+    Claim("prompt_length", "prompt_ablation", "Longer prompts help up to ~20 tokens; beyond, little changes "
+          "(l=20 beats l=1 and l=5; l=100 ≈ l=20)", "Lester et al. §3.2, Fig. 3a",
+          (E("prompt_l20", "prompt_l1", 1), E("prompt_l20", "prompt_l5", 1), E("prompt_l100", "prompt_l20", 0))),
+    Claim("prompt_init", "prompt_ablation", "Class-label initialisation beats sampled vocabulary, which beats random "
+          "uniform (at sizes below XXL)", "Lester et al. §3.2, Fig. 3b",
+          (E("prompt_labels", "prompt_l20", 1), E("prompt_l20", "prompt_uniform", 1))),
+    Claim("prompt_lstm", "prompt_ablation", "P-tuning's BiLSTM+MLP prompt encoder beats free prompt vectors",
+          "Liu et al. 2021 (GPT understands, too) §3", (E("prompt_lstm", "prompt_l20", 1),)),
+    Claim("ptv2_reparam", "ptuning_v2_ablation", "The MLP reparameterisation of deep prompts makes no consistent "
+          "difference (its effect is task-dependent)", "P-tuning v2 §4.3", (E("ptv2_mlp", "ptv2", 0),)),
+    Claim("ptv2_depth", "ptuning_v2_ablation", "With prompts in the same number of layers, the deepest layers beat "
+          "the shallowest", "P-tuning v2 §4.3, Fig. 4", (E("ptv2_top3", "ptv2_bottom3", 1),)),
+    Claim("ptv2_head", "ptuning_v2_ablation", "A verbalizer over the LM head and a new linear head make no clear "
+          "difference (here on SmolLM2)", "P-tuning v2 §4.3, Table 6",
+          (E("smollm2_verbalizer", "smollm2_linear", 0),)),
+)  # fmt: skip
+EXPERIMENTS = ("table2", "insertion", "representation", "composition", "mam_ablation", "bottleneck",
+               "prefix_ablation", "prompt_ablation", "ptuning_v2_ablation")
+#: paper Table 2 (roberta-base, median of 5 seeds): method → (share of parameters, MNLI, SST-2)
+PAPER_TABLE2 = {
+    "full": ("100%", 87.6, 94.6), "bitfit": ("0.1%", 84.7, 93.7), "prefix": ("0.5%", 86.3, 94.0),
+    "lora": ("0.5%", 87.2, 94.2), "adapter": ("0.5%", 87.2, 94.2), "mam": ("0.5%", 87.4, 94.2),
+}  # fmt: skip
+
+
+# ---- verdicts ------------------------------------------------------------------------------------------------
+
+
+def decide(e: Expectation, row: pd.Series, p_holm: float) -> tuple[stats.Decision, float, int | None]:
+    """One comparison's outcome (`stats.decide`) from its row (`compare.COMPARISON_COLUMNS`), its Holm-adjusted
+    t-test p and the expectation's declared effect or margin, with the TOST p (NaN for a directional expectation)
+    and the seeds needed (from the row's paired sd)."""
+    paired = stats.PairedTest(int(row["n_pairs"]), float(row["mean_diff"]), float(row["diff_ci_low"]),
+                              float(row["diff_ci_high"]), float(row["p_t"]), float(row["p_wilcoxon"]))  # fmt: skip
+    sd, equivalence = float(row["sd_diff"]), None
+    if e.sign == 0:
+        equivalence = stats.tost_paired(row["_a_scores"], row["_b_scores"], e.margin)
+        needed = stats.seeds_needed_equivalence(e.margin, sd)
+    else:
+        needed = stats.seeds_needed(e.effect, sd)
+    decision = stats.decide(e.sign, paired, p_holm, equivalence, float(row["mdd"]), needed)
+    if paired.n < stats.MIN_PAIRS_T and decision.outcome == UNDERPOWERED:  # say why nothing could be computed
+        decision = stats.Decision(UNDERPOWERED, f"underpowered ({paired.n} seed pair{'s' * (paired.n != 1)}: no "
+                                  f"paired test below {stats.MIN_PAIRS_T}"
+                                  + (", no sd to size it" if paired.n < 2 else "") + ")")  # fmt: skip
+    return decision, equivalence.p if equivalence else math.nan, needed
+
+
+def claim_verdict(outcomes: Iterable[str], needed: Iterable[int | None] = ()) -> str:
+    """A claim's verdict from its comparisons' outcomes (module docstring); `needed`: the seeds each
+    underpowered comparison would need (the most is quoted)."""
+    outcomes = list(outcomes)
+    if not outcomes:
+        return NOT_RUN
+    support = sum(o in SUPPORTS for o in outcomes)
+    contradict = sum(o in CONTRADICTS for o in outcomes)
+    if contradict == 0 and 2 * support >= len(outcomes):
+        return AGREES
+    if support == 0 and 2 * contradict >= len(outcomes):
+        return DISAGREES
+    if support and contradict:
+        return MIXED
+    counts = [n for n in needed if n is not None]
+    return f"{UNDERPOWERED} (needs ≈ {max(counts)} seeds)" if counts else UNDERPOWERED
+
+
+def tier_of(share_pct: float) -> str:
+    return "small" if share_pct < SMALL_TIER_PCT else "large"
+
+
+def tuning_note(cell: pd.Series | None) -> str:
+    """What a claim's reader must know about how a cell was tuned and reported: fewer than 3 lrs, the choice at a
+    grid edge, dev on the tuning seeds; "" when none applies."""
+    if cell is None:
+        return ""
+    notes = []
+    grid = [lr for lr in cell["lr_grid"] if math.isfinite(lr)]
+    if len(grid) < 3:
+        notes.append(f"{len(grid)} lr" + ("s" if len(grid) != 1 else ""))
+    elif edge := grid_edge(cell):
+        notes.append(f"lr at the {edge} edge")
+    if cell.get("dev_on") != "evaluation":
+        notes.append("no evaluation seeds")
+    return ", ".join(notes)
+
+
+def check_claim(
+    claim: Claim, df: pd.DataFrame, n_resamples: int = bootstrap.N_RESAMPLES
+) -> tuple[pd.DataFrame, list[str]]:
+    """The comparison rows (`compare.COMPARISON_COLUMNS` + expected, p_holm, p_tost, seeds_needed, outcome, text,
+    a_tuning, b_tuning) of a claim's expectations over the records `df` of its experiment, Holm-adjusted within
+    the claim, and notes on what could not be compared."""
+    rows, notes = [], []
+    cells = summarize(df)
+    by_label = {(c["task"], c["model"], c["label"]): c for _, c in cells.iterrows()}
+    for e in claim.expectations:
+        table, spec_notes = compare.compare(
+            df,
+            [compare.ComparisonSpec(e.a, e.b, claim.experiment)],
+            experiments=False,
+            n_resamples=n_resamples,
+        )
+        if e.tier is not None and len(table):
+            table = table[[tier_of(s) == e.tier for s in table["a_share"]]]
+        notes += spec_notes
+        for _, r in table.iterrows():
+            cell_a, cell_b = (by_label.get((r["task"], r["model"], r[side])) for side in ("a", "b"))
+            a, b = (compare.cell_runs(df, c).set_index("seed")["score"] if c is not None else pd.Series(dtype=float)
+                    for c in (cell_a, cell_b))  # fmt: skip
+            seeds = r["seeds"]
+            rows.append({**r.to_dict(), "expected": e.sign, "_e": e,
+                         "_a_scores": [100 * float(a[s]) for s in seeds], "_b_scores": [100 * float(b[s]) for s in seeds],
+                         "a_tuning": tuning_note(cell_a), "b_tuning": tuning_note(cell_b)})  # fmt: skip
+    p_holm = stats.holm([r["p_t"] for r in rows])
+    for r, p in zip(rows, p_holm, strict=True):
+        e = r.pop("_e")
+        decision, tost, needed = decide(e, pd.Series(r), p)
+        r.update({"p_holm": p, "p_tost": tost, "margin": e.margin if e.sign == 0 else math.nan,
+                  "effect": e.effect if e.sign else math.nan, "seeds_needed": needed,
+                  "outcome": decision.outcome, "text": decision.text})  # fmt: skip
+        del r["_a_scores"], r["_b_scores"]
+    columns = [*compare.COMPARISON_COLUMNS, "expected", "p_holm", "p_tost", "margin", "effect", "seeds_needed",
+               "outcome", "text", "a_tuning", "b_tuning"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns), notes
+
+
+# ---- rendering -----------------------------------------------------------------------------------------------
+
+_EXPECTED = {1: "A > B", -1: "A < B", 0: "A ≈ B"}
+
+
+def _f(x: float, fmt: str = ".1f") -> str:
+    return "—" if x is None or not math.isfinite(x) else format(x, fmt)
+
+
+def _expected(r: pd.Series) -> str:
+    return f"A ≈ B (±{r['margin']:g})" if r["expected"] == 0 else _EXPECTED[r["expected"]]
+
+
+def markdown_claim_table(rows: pd.DataFrame) -> str:
+    lines = [
+        "| task | A vs B | paper | A ×100 | B ×100 | A − B [95% t CI] | t p | Holm p | TOST p | two-level bootstrap "
+        "95% CI | MDD | seeds needed | outcome | tuning (A; B) |",
+        "|:---|:---|:---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|:---|",
+    ]
+    for _, r in rows.iterrows():
+        needed = "—" if r["seeds_needed"] is None or (isinstance(r["seeds_needed"], float)
+                                                      and not math.isfinite(r["seeds_needed"])) else str(int(r["seeds_needed"]))
+        tuning = f"{r['a_tuning'] or '✓'}; {r['b_tuning'] or '✓'}"
+        lines.append(
+            f"| {r['task']} | {r['a']} vs {r['b']} | {_expected(r)} | {_f(r['mean_a'])} "
+            f"| {_f(r['mean_b'])} | {compare._interval(r['mean_diff'], r['diff_ci_low'], r['diff_ci_high'])} "
+            f"| {compare.format_p(r['p_t'])} | {compare.format_p(r['p_holm'])} | {compare.format_p(r['p_tost'])} "
+            f"| {compare.two_level_interval(r)} | {compare.format_mdd(r['mdd'])} | {needed} "
+            f"| **{r['text']}** | {tuning} |"
+        )  # fmt: skip
+    return "\n".join(lines)
+
+
+def majority_baseline(metric: str, references: Iterable[int | float]) -> float:
+    """×100: the accuracy of always predicting the most frequent label of `references`; 0 for correlations and
+    MCC (a constant predictor has none)."""
+    if metric != "accuracy":
+        return 0.0
+    references = np.asarray(list(references)).astype(int)
+    return float(np.bincount(references).max() / len(references) * 100)
+
+
+def _majority_of(df: pd.DataFrame, task: str) -> float:
+    """The constant predictor's dev score of `task`, from the first completed record with dev predictions."""
+    for _, run in df[(df["task"] == task) & (df["status"] == "completed")].iterrows():
+        split = compare.load_predictions(run["path"])
+        if split is not None:
+            return majority_baseline(run["metric"], split[1])
+    return math.nan
+
+
+def markdown_table2_vs_paper(cells: pd.DataFrame, df: pd.DataFrame) -> str:
+    """Measured Table 2 beside the paper's numbers: one row per method."""
+    tasks = sorted(cells["task"].unique())
+    head = "| method | paper share | paper MNLI | paper SST-2 | share here | " + " | ".join(
+        f"{t} here: median ± std (lr) | {t} mean [95% CI]" for t in tasks
+    )
+    lines = [head + " |", "|:---|---:|---:|---:|---:|" + "---:|---:|" * len(tasks)]
+    for method, (share, mnli, sst2) in PAPER_TABLE2.items():
+        sub = cells[cells["method"] == method]
+        here = format_share(sub["share_pct"].iloc[0]) if len(sub) else "—"
+        row = [method, share, f"{mnli:.1f}", f"{sst2:.1f}", here]
+        for t in tasks:
+            cell = sub[sub["task"] == t]
+            cell = cell.iloc[0] if len(cell) else None
+            row += [format_cell(cell), format_ci(cell)]
+        lines.append("| " + " | ".join(row) + " |")
+    floor = [f"{t} {_f(_majority_of(df, t))}" for t in tasks]
+    lines += [
+        "",
+        f"Constant predictor on the dev set (majority class; 0 for correlations): {', '.join(floor)}.",
+    ]
+    return "\n".join(lines)
+
+
+def planned_runs(experiment: str, variant: str) -> int:
+    """How many runs the experiment's grid plans (`planned_jobs`)."""
+    from peftbench.run.sweep import planned_jobs
+
+    return len(planned_jobs(["-m", f"+experiment={experiment}_{variant}"]))
+
+
+def completed_runs(df: pd.DataFrame) -> int:
+    return int((df["status"] == "completed").sum()) if len(df) else 0
+
+
+def completion(experiment: str, variant: str, df: pd.DataFrame) -> str:
+    """``N of M planned runs completed (K failed)``, M from the experiment's grid (`planned_jobs`)."""
+    planned, done = planned_runs(experiment, variant), completed_runs(df)
+    failed = int((df["status"] == "failed").sum()) if len(df) else 0
+    hours = df.loc[df["status"] == "completed", "time_s"].sum() / 3600 if len(df) else 0.0
+    return (f"{done} of {planned} planned runs completed, {failed} failed; {hours:.1f} h of CPU time in the "
+            f"completed records" + (" (more runs than planned: cells rerun at a new lr keep their earlier-lr runs, "
+                                    "and the report chooses between the lrs on the held-out split)"
+                                    if done > planned else ""))  # fmt: skip
+
+
+HEADER = """# Findings: the paper's claims on this machine
+
+Generated by `python -m peftbench.findings` from the records under `{results}/` (do not edit above the marker at
+the end; the discussion below it is written by hand, and a test checks every number it quotes against this
+generated part). The setting of the `_{variant}` experiments is in [experiments/README.md](README.md): MiniLM-L6
+instead of roberta-base, a 4,000-example random subset of each task's train set (10% of it held out to pick the
+epoch and the lr) for 2 epochs instead of the full set for 10, fp32 on every machine, the full dev set reported.
+The protocol: seeds 0–2 are tuning seeds (their held-out split chooses each cell's lr); seeds from 100 on are
+evaluation seeds at the chosen lr, and where a cell has them its dev score and its comparisons use them alone.
+Every claim below is tested on GLUE classification with an encoder, whereas the paper ran Tables 3–5 on XSum and
+WMT with BART/mBART. The last three experiments test the method papers' own ablations (prefix tuning, prompt
+tuning, P-tuning v1/v2). A verdict is about this setting, not about the paper's; the rule that reads it is in the
+docstring of `peftbench/findings.py`: the seed is the unit of replication, "≈" needs an equivalence test, and an
+undecided comparison says how many seeds it would need."""
+
+
+def _experiment_records(results: Path, experiment: str, variant: str) -> pd.DataFrame:
+    path = results / f"{experiment}_{variant}"
+    return load_records([path])[0] if path.is_dir() else pd.DataFrame()
+
+
+def build(
+    results: Path, variant: str = "cpu", n_resamples: int = bootstrap.N_RESAMPLES
+) -> tuple[str, pd.DataFrame]:
+    """FINDINGS.md's generated part and the table of claim verdicts (one row per claim: statement, experiment,
+    source, verdict, provisional, and how many of its comparisons have each outcome of `OUTCOMES`)."""
+    frames = {experiment: _experiment_records(results, experiment, variant) for experiment in EXPERIMENTS}
+    # an experiment whose grid has not completed gives provisional verdicts: a cell may lack seeds or lrs
+    unfinished = {
+        experiment: (done, planned)
+        for experiment, df in frames.items()
+        if 0 < (done := completed_runs(df)) < (planned := planned_runs(experiment, variant))
+    }
+    tested: dict[str, tuple[pd.DataFrame, list[str]]] = {}
+    verdicts = []
+    for claim in CLAIMS:
+        df = frames[claim.experiment]
+        rows, notes = check_claim(claim, df, n_resamples) if len(df) else (pd.DataFrame(), [])
+        tested[claim.key] = rows, notes
+        outcomes = list(rows["outcome"]) if len(rows) else []
+        undecided = rows[rows["outcome"] == UNDERPOWERED] if len(rows) else rows
+        verdict = claim_verdict(outcomes, list(undecided["seeds_needed"]) if len(undecided) else [])
+        verdicts.append({
+            "claim": claim.statement, "experiment": claim.experiment, "source": claim.source, "verdict": verdict,
+            "provisional": verdict != NOT_RUN and claim.experiment in unfinished,
+            **{o: outcomes.count(o) for o in OUTCOMES},
+        })  # fmt: skip
+    table = pd.DataFrame(verdicts)
+
+    def shown(v: pd.Series) -> str:
+        done, planned = unfinished.get(v["experiment"], (0, 0))
+        return f"**{v['verdict']}**" + (f" (provisional: {done} of {planned} planned runs)" if v["provisional"]
+                                        else "")
+
+    lines = ["| claim | paper | experiment | verdict | comparisons: " + " / ".join(OUTCOMES) + " |",
+             "|:---|:---|:---|:---|:---|"]  # fmt: skip
+    for _, v in table.iterrows():
+        lines.append(f"| {v['claim']} | {v['source']} | [{v['experiment']}](#{v['experiment']}) | "
+                     f"{shown(v)} | {' / '.join(str(v[o]) for o in OUTCOMES)} |")  # fmt: skip
+    sections = [HEADER.format(results=results.name, variant=variant),
+                "## Verdicts\n\n" + "\n".join(lines) + "\n\n" + MARGIN_NOTE]  # fmt: skip
+
+    for experiment in EXPERIMENTS:
+        df, name = frames[experiment], f"{experiment}_{variant}"
+        where = f"{results.name}/{name}"
+        parts = [f"## {experiment}", ""]
+        if df.empty:
+            parts.append(f"No records under `{where}/` yet: `python -m peftbench -m +experiment={name}`.")
+            sections.append("\n".join(parts))
+            continue
+        cells = summarize(df)
+        parts += [f"`{where}/`: {completion(experiment, variant, df)}. Its report: [summary.md](../{where}/summary.md).",
+                  "", f"![{name}: score against budget](../{where}/budget_vs_score.png)", ""]  # fmt: skip
+        if experiment == "table2":
+            parts += ["### Beside the paper", "", markdown_table2_vs_paper(cells, df), ""]
+        parts += ["### Cells", "", markdown_table(cells)]
+        for claim in (c for c in CLAIMS if c.experiment == experiment):
+            rows, notes = tested[claim.key]
+            verdict = shown(table.loc[table["claim"] == claim.statement].iloc[0])
+            parts += ["", f"### Claim: {claim.statement} ({claim.source}): {verdict}", ""]
+            if len(rows):
+                parts.append(markdown_claim_table(rows))
+            if notes:
+                parts += ["", "Not compared: " + "; ".join(notes)]
+        sections.append("\n".join(parts))
+    sections.append("Statistics: " + compare.RULE + " Outcomes and claim verdicts: the docstring of "
+                    "`peftbench/findings.py`.")  # fmt: skip
+    return "\n\n".join(sections), table
+
+
+def write(path: Path, generated: str) -> None:
+    """Write FINDINGS.md: the generated part, the marker, and the hand-written text already below the marker."""
+    kept = ""
+    if path.exists():
+        _, marker, kept = path.read_text(encoding="utf-8").partition(DISCUSSION_MARKER)
+        kept = kept if marker else ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{generated}\n\n{DISCUSSION_MARKER}{kept or chr(10)}", encoding="utf-8")

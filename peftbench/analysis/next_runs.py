@@ -1,0 +1,101 @@
+"""What to run next, as commands: a cell whose chosen lr is the end of its grid gets the command that extends
+the grid one ×2 step past that edge (`next_lr_commands`, ``--next-lrs``); a cell short of evaluation seeds gets the
+command that runs the missing ones at its chosen lr (`next_evaluation_commands`, ``--next-evals N``). Each command is
+rebuilt from the overrides its runs recorded.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from pathlib import Path
+
+import pandas as pd
+
+from peftbench.analysis.cells import CELL, format_lr, grid_edge
+
+#: the overrides a next-lr command sets itself: the seeds its cell ran, the lr scale that reaches the next lr, and
+#: (when a DIR is given) where the records go
+NEXT_LR_SETS = ("seed", "train.lr_scale", "results_root")
+
+
+def _cell_command(
+    runs_all: pd.DataFrame, cell: pd.Series, target_lr: float, seeds: list[int], root: str | Path | None
+) -> tuple[str, str]:
+    """The command that runs `cell` at `target_lr` for `seeds` (its recorded overrides with ``seed``,
+    ``train.lr_scale`` and, given `root`, ``results_root`` replaced), and a note where the records predate
+    ``overrides``."""
+    runs = runs_all[(runs_all[CELL] == cell[CELL].to_numpy()).all(axis=1)].sort_values(["seed", "path"])
+    base = (pd.to_numeric(runs["lr"]) / pd.to_numeric(runs["lr_scale"])).median()
+    sets = {
+        "seed": ",".join(str(s) for s in seeds),
+        "train.lr_scale": f"{target_lr / base:g}",
+        **({"results_root": shlex.quote(str(root))} if root is not None else {}),
+    }
+    recorded = runs["overrides"].dropna()
+    if len(recorded):
+        kept = [o for o in shlex.split(recorded.iloc[0]) if o.split("=", 1)[0].lstrip("+~") not in sets]
+        note = ""
+    else:
+        sweep = runs["sweep"].dropna()
+        kept = [f"+experiment={sweep.iloc[0]}", f"task={cell['task']}"] if len(sweep) else [
+            f"method={cell['method']}", f"task={cell['task']}", f"model={cell['model']}"]
+        note = f"  # and the override that selects {cell['method']} (these records predate `overrides`)"
+    command = " ".join(["python -m peftbench -m", *map(shlex.quote, kept), *(f"{k}={v}" for k, v in sets.items())])
+    return command, note
+
+
+def next_lr_commands(df: pd.DataFrame, cells: pd.DataFrame, root: str | Path | None = None) -> list[str]:
+    """For each cell whose chosen lr is an edge of its grid (`grid_edge`): a comment naming the cell and a command
+    that runs it one ×2 step past that edge, at the seeds it ran.
+
+    The command is the recorded ``overrides`` of one of its runs with ``seed``, ``train.lr_scale`` (the lr ÷ the
+    run's lr before scaling, so that the preset's lr stays the base) and, given `root`, ``results_root`` replaced.
+    Records written before ``overrides`` was recorded give ``+experiment=<sweep> task=<task>`` and a note: what
+    selects the method must be added by hand. Empty when no choice is at an edge."""
+    if df.empty or cells.empty:
+        return []
+    runs_all = df[df["status"] == "completed"].assign(setting=df["setting"].fillna(""))
+    lines = []
+    for _, cell in cells.iterrows():
+        edge = grid_edge(cell)
+        if not edge:
+            continue
+        grid = sorted(lr for lr in cell["lr_grid"] if math.isfinite(lr))
+        target = grid[0] / 2 if edge == "lowest" else grid[-1] * 2
+        seeds = sorted({int(x) for x in runs_all.loc[(runs_all[CELL] == cell[CELL].to_numpy()).all(axis=1)
+                                                      & (runs_all["role"] != "evaluation"), "seed"]})
+        command, note = _cell_command(runs_all, cell, target, seeds, root)
+        lines += [f"# {cell['task']} {cell['label']}: chosen lr {format_lr(cell['lr'])} is the {edge} of "
+                  f"{', '.join(format_lr(lr) for lr in grid)}; next: {format_lr(target)}", command + note]
+    return lines
+
+
+def next_evaluation_commands(
+    df: pd.DataFrame, cells: pd.DataFrame, n_seeds: int, root: str | Path | None = None
+) -> list[str]:
+    """For each cell with fewer than `n_seeds` evaluation seeds at its chosen lr: a comment and the command that
+    runs the missing ones (from the first evaluation seed of its records' protocol on) at that lr. A cell whose
+    choice sits at a grid edge is skipped with a note: extend its grid first (`next_lr_commands`)."""
+    if df.empty or cells.empty:
+        return []
+    runs_all = df[df["status"] == "completed"].assign(setting=df["setting"].fillna(""))
+    lines = []
+    for _, cell in cells.iterrows():
+        if not math.isfinite(cell["lr"]) or cell["n"] == 0:
+            continue
+        runs = runs_all[(runs_all[CELL] == cell[CELL].to_numpy()).all(axis=1)]
+        at_lr = runs[pd.to_numeric(runs["lr"]).sub(cell["lr"]).abs() <= 1e-9 * cell["lr"]]
+        have = sorted({int(x) for x in at_lr.loc[at_lr["role"] == "evaluation", "seed"]})
+        if len(have) >= n_seeds:
+            continue
+        if edge := grid_edge(cell):
+            lines.append(f"# {cell['task']} {cell['label']}: chosen lr {format_lr(cell['lr'])} is the {edge} of its "
+                         "grid: extend the grid first (--next-lrs)")  # fmt: skip
+            continue
+        start = int(runs["evaluation_seeds_from"].max())
+        missing = [s for s in range(start, start + n_seeds + len(have)) if s not in have][: n_seeds - len(have)]
+        command, note = _cell_command(runs_all, cell, float(cell["lr"]), missing, root)
+        lines += [f"# {cell['task']} {cell['label']}: {len(have)} of {n_seeds} evaluation seeds at its chosen lr "
+                  f"{format_lr(cell['lr'])}", command + note]  # fmt: skip
+    return lines

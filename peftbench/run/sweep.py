@@ -1,0 +1,67 @@
+"""A command line's jobs: what ``python -m peftbench [-m] overrides`` asks Hydra to run, as one override list per job.
+
+`normalise_argv` puts ``-m`` where Hydra reads it and turns ``+method.modules.<new slot>.*`` into a new module slot;
+`planned_jobs` expands every sweep value (the grid of an experiment's ``hydra.sweeper.params`` included, command-line
+keys winning as in Hydra) with Hydra's own override parser. The report counts an experiment's planned runs with it.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ValueType
+
+from peftbench.run.config import add_new_slots, compose
+from peftbench.space.presets import CONF_DIR
+
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def _choices(overrides: list[str]) -> dict[str, list[str]]:
+    """Each override's key → the single-job overrides its value expands to (Hydra's own parser)."""
+    out: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.get_key_element()
+        if override.value_type == ValueType.INTERVAL_SWEEP:  # a sweeper samples it (optuna): check both ends
+            interval = override.value()
+            out[key.lstrip("+~")] = [f"{key}={v}" for v in (interval.start, interval.end)]
+        elif override.is_sweep_override():
+            out[key.lstrip("+~")] = [f"{key}={v}" for v in override.sweep_string_iterator()]
+        else:
+            out[key.lstrip("+~")] = [override.input_line]
+    return out
+
+
+def normalise_argv(argv: list[str]) -> list[str]:
+    """What the user means: ``-m`` anywhere (Hydra takes it only before the overrides) moves to the front, and
+    ``+method.modules.<new slot>.<field>=v`` adds a module slot (:func:`peftbench.run.config.add_new_slots`)."""
+    flags = [a for a in argv if a in MULTIRUN_FLAGS][:1]
+    return flags + add_new_slots([a for a in argv if a not in MULTIRUN_FLAGS])
+
+
+def sweep_choices(argv: list[str]) -> dict[str, list[str]]:
+    """Each key of the jobs a command line asks for → its single-job overrides, the grid of an experiment's
+    ``hydra.sweeper.params`` included (command-line keys win, as in Hydra)."""
+    args = [a for a in argv if not a.startswith("-") and not a.startswith("hydra.") and not a.startswith("hydra/")]
+    choices = _choices(args)
+    if any(a in MULTIRUN_FLAGS for a in argv):
+        first = compose([c[0] for c in choices.values()], return_hydra_config=True)
+        params = first.hydra.sweeper.params or {}
+        choices.update(_choices([f"{k}={v}" for k, v in params.items() if k.lstrip("+~") not in choices]))
+    return choices
+
+
+def planned_jobs(argv: list[str]) -> list[list[str]]:
+    """The overrides of every job a command line asks for (``["-m", "+experiment=table2_cpu"]``: the experiment's
+    whole grid, command-line keys winning as in Hydra), one list per job."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    argv = normalise_argv(list(argv))
+    if GlobalHydra.instance().is_initialized():
+        choices = sweep_choices(argv)
+    else:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            choices = sweep_choices(argv)
+    return [list(job) for job in itertools.product(*choices.values())]
