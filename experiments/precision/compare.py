@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
-from peftbench import stats  # noqa: E402
+from peftbench.analysis import stats  # noqa: E402
 from peftbench.run.record import record_precision, run_key  # noqa: E402
 
 
