@@ -25,6 +25,8 @@ support it (agrees / equivalent), **disagrees** when none supports it and at lea
 most any of its undecided comparisons needs); **not run** when no comparison has completed runs on both sides. A
 verdict of an experiment that has completed fewer runs than its grid plans is marked *provisional*; a cell with
 fewer than 3 lrs, with its choice at a grid edge, or with no evaluation seeds is marked in its claim's table.
+An experiment with no records that has some under ``--pilots`` (the bf16 archive) is *sized* from them: the seeds
+each comparison would need, never an outcome (`peftbench.analysis.pilot`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from peftbench.analysis import bootstrap
 from peftbench.analysis.findings import EXPERIMENTS, OUTCOMES, build, write
 
 REPO = Path(__file__).resolve().parent.parent
+#: the bf16 records issue 14 moved out of results/: they size the experiments that have no fp32 records yet
+PILOTS = REPO / "experiments" / "precision" / "records"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         "--no-reports", action="store_true", help="do not regenerate each experiment's report"
     )
     parser.add_argument("--bootstrap", type=int, default=bootstrap.N_RESAMPLES, metavar="B")
+    parser.add_argument("--pilots", type=Path, default=PILOTS,
+                        help="records that size an experiment with none in --results (they never vote)")
     args = parser.parse_args(argv)
     if not args.results.is_dir():
         parser.error(
@@ -65,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 with contextlib.redirect_stdout(io.StringIO()):
                     code = report.main([str(path), "--bootstrap", str(args.bootstrap)])
                 print(f"{path}: report {'written' if code == 0 else 'skipped (no usable records)'}")
-    generated, verdicts = build(args.results, args.variant, args.bootstrap)
+    generated, verdicts = build(args.results, args.variant, args.bootstrap, args.pilots if args.pilots.is_dir() else None)
     write(args.out, generated)
     print(verdicts[["experiment", "verdict", *OUTCOMES]].to_string(index=False))
     print(f"wrote {args.out}")

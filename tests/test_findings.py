@@ -10,6 +10,7 @@ from pathlib import Path
 import nbclient
 import nbformat
 import numpy as np
+import pandas as pd
 import pytest
 from test_report import make_record, write
 
@@ -152,6 +153,36 @@ def test_claims_split_by_budget_tier_and_compare_with_the_paper(results: Path) -
     assert not by_key["parallel"]["provisional"] and "**not run** (provisional" not in text
     assert text.count("**disagrees** (provisional: 6 of 144 planned runs)") == 2
     assert "No records under `results/insertion_cpu/` yet" in text
+
+
+def test_an_experiment_not_run_is_sized_from_a_pilot_that_never_votes(results: Path, tmp_path: Path) -> None:
+    """insertion has no records under results/; a pilot archive of it sizes each comparison from the sd of the
+    seed-paired differences (`stats.seeds_needed` at the declared 1-point effect), and the claim still reads
+    *not run* with no outcome counted, although the pilot's parallel arm is clearly better."""
+    pilots = tmp_path / "pilots"
+    diffs = {"attn": [0.02, 0.035, 0.01], "ffn": [0.0, 0.03, -0.02]}
+    for seed in range(3):
+        for where, d in diffs.items():
+            share = 0.005 if where == "attn" else 0.01
+            for form, acc in (("parallel", 0.80 + d[seed]), ("sequential", 0.80)):
+                method = f"{form}_adapter_{where}"
+                write(pilots / "insertion_cpu" / f"{method}-{seed}",
+                      record(method, seed, acc, sweep="insertion_cpu", share=share))  # fmt: skip
+    text, verdicts = findings.build(results, n_resamples=100, pilots=pilots)
+    row = verdicts.iloc[[c.key for c in findings.CLAIMS].index("parallel")]
+    assert row["verdict"] == NOT_RUN and row[AGREES] == 0 and row[UNDERPOWERED] == 0
+    needed = {w: stats.seeds_needed(1.0, float(np.std(100 * np.array(d), ddof=1))) for w, d in diffs.items()}
+    assert row["pilot_needs"] == max(needed.values())
+    assert f"**not run** (a bf16 pilot sizes it at ≈ {max(needed.values())} seeds)" in text
+    section = text.split("## insertion")[1].split("## ")[0]
+    assert "the 12 bf16 records in [" in section and "| parallel | " in section
+    for w, n in needed.items():
+        sd = float(np.std(100 * np.array(diffs[w]), ddof=1))
+        assert f"| 3 | {sd:.2f} | {n} |" in section
+    # without pilots, or for an experiment that has records, nothing is sized
+    assert findings.build(results, n_resamples=100)[1]["pilot_needs"].isna().all()
+    assert verdicts.iloc[[c.key for c in findings.CLAIMS].index("table2")]["pilot_needs"] is None or pd.isna(
+        verdicts.iloc[[c.key for c in findings.CLAIMS].index("table2")]["pilot_needs"])
 
 
 def test_cli_keeps_the_hand_written_discussion(results: Path, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from peftbench.analysis import findings
+from peftbench.findings import PILOTS
 
 REPO = Path(__file__).resolve().parent.parent
 FINDINGS = REPO / "experiments" / "FINDINGS.md"
@@ -58,6 +59,6 @@ def test_the_check_catches_a_number_typed_from_memory() -> None:
 
 @pytest.mark.slow
 def test_committed_findings_regenerate_from_the_committed_records() -> None:
-    generated, _ = findings.build(REPO / "results")
+    generated, _ = findings.build(REPO / "results", pilots=PILOTS)
     committed, marker, _ = FINDINGS.read_text(encoding="utf-8").partition(findings.DISCUSSION_MARKER)
     assert marker and committed == f"{generated}\n\n"

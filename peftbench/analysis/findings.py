@@ -11,6 +11,7 @@ the docstring of ``peftbench/findings.py`` (the command, ``python -m peftbench.f
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from peftbench.analysis import bootstrap, compare, stats
+from peftbench.analysis import bootstrap, compare, pilot, stats
 from peftbench.analysis.cells import format_share, grid_edge, summarize
 from peftbench.analysis.records import load_records
 from peftbench.analysis.tables import format_cell, format_ci, markdown_table
@@ -350,11 +351,16 @@ def _experiment_records(results: Path, experiment: str, variant: str) -> pd.Data
 
 
 def build(
-    results: Path, variant: str = "cpu", n_resamples: int = bootstrap.N_RESAMPLES
+    results: Path, variant: str = "cpu", n_resamples: int = bootstrap.N_RESAMPLES, pilots: Path | None = None
 ) -> tuple[str, pd.DataFrame]:
     """FINDINGS.md's generated part and the table of claim verdicts (one row per claim: statement, experiment,
-    source, verdict, provisional, and how many of its comparisons have each outcome of `OUTCOMES`)."""
+    source, verdict, provisional, and how many of its comparisons have each outcome of `OUTCOMES`). An experiment
+    with no records that has some under `pilots` is sized from them
+    (`peftbench.analysis.pilot`)."""
     frames = {experiment: _experiment_records(results, experiment, variant) for experiment in EXPERIMENTS}
+    pilot_frames = {e: _experiment_records(pilots, e, variant) for e in EXPERIMENTS if pilots and frames[e].empty}
+    sized = {e: pilot.pilot_rows([c for c in CLAIMS if c.experiment == e], df, check_claim, n_resamples)
+             for e, df in pilot_frames.items() if any(c.experiment == e for c in CLAIMS) and len(df)}  # fmt: skip
     # an experiment whose grid has not completed gives provisional verdicts: a cell may lack seeds or lrs
     unfinished = {
         experiment: (done, planned)
@@ -373,14 +379,16 @@ def build(
         verdicts.append({
             "claim": claim.statement, "experiment": claim.experiment, "source": claim.source, "verdict": verdict,
             "provisional": verdict != NOT_RUN and claim.experiment in unfinished,
+            "pilot_needs": pilot.most_needed(sized[claim.experiment], claim.key) if claim.experiment in sized else None,
             **{o: outcomes.count(o) for o in OUTCOMES},
         })  # fmt: skip
     table = pd.DataFrame(verdicts)
 
     def shown(v: pd.Series) -> str:
         done, planned = unfinished.get(v["experiment"], (0, 0))
+        pilot_note = f" (a bf16 pilot sizes it at ≈ {int(v['pilot_needs'])} seeds)" if pd.notna(v["pilot_needs"]) else ""
         return f"**{v['verdict']}**" + (f" (provisional: {done} of {planned} planned runs)" if v["provisional"]
-                                        else "")
+                                        else pilot_note)
 
     lines = ["| claim | paper | experiment | verdict | comparisons: " + " / ".join(OUTCOMES) + " |",
              "|:---|:---|:---|:---|:---|"]  # fmt: skip
@@ -396,6 +404,9 @@ def build(
         parts = [f"## {experiment}", ""]
         if df.empty:
             parts.append(f"No records under `{where}/` yet: `python -m peftbench -m +experiment={name}`.")
+            if experiment in sized:
+                link = os.path.relpath(pilots / name, results.parent / "experiments")  # FINDINGS.md's folder
+                parts += ["", pilot.markdown_pilot(sized[experiment], link, len(pilot_frames[experiment]))]
             sections.append("\n".join(parts))
             continue
         cells = summarize(df)
