@@ -150,4 +150,7 @@ def pissa_init(base_layer: nn.Module, delta: Bottleneck, s: float) -> None:
     root = torch.sqrt(sigma[:r] / s)
     delta.down.weight.copy_((root[:, None] * vh[:r]).to(delta.down.weight.dtype))
     delta.up.weight.copy_((u[:, :r] * root[None, :]).to(delta.up.weight.dtype))
+    # the initial factors, kept (not stored: a rebuild recomputes them) for the export as a LoRA of the original W_0
+    delta.register_buffer("initial_down", delta.down.weight.detach().clone(), persistent=False)
+    delta.register_buffer("initial_up", delta.up.weight.detach().clone(), persistent=False)
     linear.weight.copy_((linear.weight.float() - s * delta.up.weight.float() @ delta.down.weight.float()).to(linear.weight.dtype))
