@@ -113,3 +113,19 @@ def test_cli_bad_input_is_one_line(args, needle):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], out.stderr
+
+
+def test_the_readme_methods_table_is_describes_budgets():
+    """Each row of the README's methods table quotes `describe`'s paper count and share on roberta-base."""
+    import re
+    from pathlib import Path
+
+    from peftbench.space.presets import preset_names
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \|.*\| ([\d,]+) \(([\d.]+)%\) \|$", readme, flags=re.M)
+    assert {name for name, _, _ in rows} == set(preset_names())
+    for name, count, share in rows:
+        budget = _budget(f"method={name}")
+        assert int(count.replace(",", "")) == budget["paper"], name
+        assert float(share) == pytest.approx(100 * budget["paper_share"], abs=0.0005 + 1e-12), name
