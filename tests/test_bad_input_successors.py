@@ -35,6 +35,7 @@ ATTN = "method.modules.attn"
         ([f"{ATTN}.magnitude=maybe"], "magnitude"),
         (["method=pa", "method.modules.adapter.magnitude=true"], "method.modules.adapter.magnitude=true applies to "
                                                                  "LoRA-form modules: form=low_rank, insertion=parallel"),
+        ([f"{ATTN}.magnitude=true", f"{ATTN}.learn_scale=true"], "magnitude=true (DoRA) rescales with a fixed s"),
         # projections, projection_key (VeRA)
         ([f"{ATTN}.projections=random"], f"{ATTN}.projections='random' is not valid; valid values: trained, "
                                          "shared_random"),

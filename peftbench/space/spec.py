@@ -235,6 +235,8 @@ class ModuleSpec:
             if active and not lora_like:
                 raise SpecError(f"{where}.{axis}={value} applies to LoRA-form modules: form=low_rank, "
                                 f"insertion=parallel, representations among {', '.join(WEIGHT_REPRESENTATIONS)}")
+        if self.magnitude and self.learn_scale:
+            raise SpecError(f"{where}.magnitude=true (DoRA) rescales with a fixed s; it needs learn_scale=false")
         if self.projections == "shared_random" and (self.magnitude or self.init == "pissa"):
             raise SpecError(f"{where}.projections=shared_random (VeRA) freezes A and B; it combines with neither "
                             "magnitude=true nor init=pissa")
