@@ -37,6 +37,15 @@ def _budget(*overrides: str) -> dict:
         (["method=lora", "method.modules.attn.representation=[ffn_w1,ffn_w2]"], 10 * 8 * D * L),  # FFN LoRA
         (["method=bitfit"], BIASES),
         (["method=full"], ROBERTA_BASE),
+        # issue 29 (REFERENCE.md §6): IA3 l on keys, values and the FFN's inner activation: (d + d + 4d)·L
+        (["method=ia3"], (D + D + 4 * D) * L),
+        (["method=dora"], 4 * 8 * D * L + 2 * D * L),  # LoRA's 4·r·d·L + the magnitude m (out) per matrix
+        (["method=vera"], 2 * (256 + D) * L),  # r + out per matrix: d and b; A, B are frozen and shared
+        (["method=vera", "method.modules.attn.r=1024"], 2 * (1024 + D) * L),
+        (["method=rslora"], 294_912),  # the scale rule changes s, not the budget
+        (["method=rslora", "method.modules.attn.r=64"], 4 * 64 * D * L),
+        (["method=loraplus"], 294_912),  # an optimizer choice
+        (["method=pissa"], 294_912),  # an init
     ],
 )
 def test_paper_counts_on_roberta_base(overrides, paper):
@@ -45,6 +54,18 @@ def test_paper_counts_on_roberta_base(overrides, paper):
     assert budget["paper"] == paper
     assert budget["paper_share"] == pytest.approx(paper / ROBERTA_BASE)
     assert budget["head"] == HEAD
+
+
+@pytest.mark.parametrize("method", ["ia3", "dora", "vera", "rslora", "loraplus", "pissa"])
+def test_describe_places_each_successor_in_the_space(method):
+    design = _budget(f"method={method}")["design"]
+    slot = design["ia3" if method == "ia3" else "attn"]
+    expected = {"ia3": {"form": "diagonal", "composition": "multiply", "insertion": "sequential"},
+                "dora": {"magnitude": True, "scale_rule": "alpha_over_r"},
+                "vera": {"projections": "shared_random", "composition": "add"},
+                "rslora": {"scale_rule": "alpha_over_sqrt_r"}, "loraplus": {}, "pissa": {"init": "pissa"}}[method]
+    assert expected.items() <= slot.items()
+    assert design.get("lr_ratio") == (16.0 if method == "loraplus" else None)
 
 
 def test_trainable_and_stored_for_prefix():
@@ -92,3 +113,19 @@ def test_cli_bad_input_is_one_line(args, needle):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], out.stderr
+
+
+def test_the_readme_methods_table_is_describes_budgets():
+    """Each row of the README's methods table quotes `describe`'s paper count and share on roberta-base."""
+    import re
+    from pathlib import Path
+
+    from peftbench.space.presets import preset_names
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \|.*\| ([\d,]+) \(([\d.]+)%\) \|$", readme, flags=re.M)
+    assert {name for name, _, _ in rows} == set(preset_names())
+    for name, count, share in rows:
+        budget = _budget(f"method={name}")
+        assert int(count.replace(",", "")) == budget["paper"], name
+        assert float(share) == pytest.approx(100 * budget["paper_share"], abs=0.0005 + 1e-12), name

@@ -44,6 +44,7 @@ GRIDS: dict[str, dict[str, tuple[int, int, int, int]]] = {
     "prefix_ablation": {"cpu": (6, 1, 3, 3), "paper": (6, 2, 5, 1)},
     "prompt_ablation": {"cpu": (7, 1, 3, 3), "paper": (7, 2, 5, 1)},
     "ptuning_v2_ablation": {"cpu": (6, 1, 3, 3), "paper": (6, 2, 5, 1)},
+    "modern": {"cpu": (8, 1, 3, 3), "paper": (8, 2, 5, 1)},
 }
 #: arms that run on another model than their variant's (the verbalizer needs an LM head: SmolLM2, offline)
 OTHER_MODEL = {"smollm2_linear": "smollm2", "smollm2_verbalizer": "smollm2"}
@@ -248,3 +249,13 @@ def test_prompt_family_ablation_budgets() -> None:
     assert _arm_budgets("ptuning_v2_ablation") == {
         "ptv2": 2 * 20 * d * layers, "ptv2_mlp": 2 * 20 * d * layers, "ptv2_top3": 2 * 20 * d * 3,
         "ptv2_bottom3": 2 * 20 * d * 3, "smollm2_linear": 30 * 2 * 20 * 192, "smollm2_verbalizer": 30 * 2 * 20 * 192}
+
+
+def test_modern_budgets_follow_the_formulas() -> None:
+    """Issue 29 on roberta-base (d=768, L=12): LoRA-family r=8 on W_q, W_v 4·r·d·L (DoRA + 2·d·L magnitudes), VeRA
+    2·(r + d)·L, IA3 (d + d + 4d)·L; the high-rank pair r=64."""
+    d, layers, lora = 768, 12, 4 * 8 * 768 * 12
+    assert _arm_budgets("modern") == {
+        "lora": lora, "loraplus": lora, "pissa": lora, "dora": lora + 2 * d * layers, "vera": 2 * (256 + d) * layers,
+        "ia3": 6 * d * layers, "lora_r64": 8 * lora, "rslora_r64": 8 * lora}
+    assert _arm_budgets("modern")["vera"] * 12 == lora  # VeRA at a twelfth of LoRA's budget

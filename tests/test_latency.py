@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from peftbench import apply_method, load_method
 from peftbench.run.latency import alternate, inference_cost, spread
+from peftbench.space.inject import merge_modules
 from tests.conftest import tiny_batch, tiny_model
 
 
@@ -62,6 +64,29 @@ def test_lora_is_measured_merged_and_restored_exactly():
     assert cost["batches"] == 2 and cost["rows"] == 64 and cost["ratio"] > 0 and cost["ratio_merged"] > 0
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # bit for bit, merged weights included
+    torch.testing.assert_close(model(**batch).logits, expected, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["ia3", "dora", "vera", "pissa"])
+def test_the_successors_are_measured_merged_and_restored_exactly(method):
+    """Issue 29: IA3 (diag(l)·W, l ⊙ b; W·diag(l)), DoRA (m/‖·‖ ⊙ (W + sBA)), VeRA and PiSSA merge: the cost table
+    gets their merged cost, and the model computes exactly what it did before."""
+    model = tiny_model("roberta")
+    apply_method(model, load_method(method, **({"attn.r": 16} if method == "vera" else {})))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    before = copy.deepcopy(model.state_dict())
+    batch = tiny_batch()
+    expected = model.eval()(**batch).logits
+    merged = copy.deepcopy(model)
+    assert merge_modules(merged) == (6 if method == "ia3" else 4)
+    torch.testing.assert_close(merged(**batch).logits, expected, atol=1e-5, rtol=1e-5)  # merging keeps the function
+    cost = inference_cost(model, lambda: tiny_model("roberta"), _loader(), 1, _no_autocast, "cpu")
+    assert cost["ratio_merged"] > 0
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
     torch.testing.assert_close(model(**batch).logits, expected, atol=0, rtol=0)
 
 

@@ -14,7 +14,7 @@ from tests.conftest import tiny_batch, tiny_model
 
 PRESETS = preset_names()
 EXPECTED_PRESETS = {"full", "bitfit", "adapter", "prefix", "prefix_nogate", "prompt", "ptuning", "ptuning_v2",
-                    "lora", "pa", "mh_pa", "scaled_pa", "mam"}
+                    "lora", "pa", "mh_pa", "scaled_pa", "mam", "ia3", "dora", "vera", "rslora", "loraplus", "pissa"}
 
 
 def test_every_named_method_has_a_preset():
@@ -35,7 +35,7 @@ def _intended(name: str, spec) -> bool:
         return True
     if name.startswith(("classifier.", "bert.pooler.")):
         return spec.train_head
-    if ".delta." in name or "peftbench_" in name or ".composition." in name:
+    if ".delta." in name or "peftbench_" in name or ".composition." in name or ".magnitude." in name:
         return True
     if spec.train_bias and name.endswith(".bias"):
         return True
@@ -68,7 +68,7 @@ def test_preset_matrix(arch, name):
         opt.step()
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed <= trainable, sorted(changed - trainable)
-    added = {n for n in trainable if ".delta." in n or "peftbench_" in n or ".composition." in n}
+    added = {n for n in trainable if ".delta." in n or "peftbench_" in n or ".composition." in n or ".magnitude." in n}
     assert added <= changed, f"added parameters that did not move: {sorted(added - changed)}"
     with torch.no_grad():
         moved = model(**batch).logits

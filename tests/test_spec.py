@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from peftbench import load_method
@@ -81,3 +83,21 @@ def test_new_combinations_are_config_only():
                           r=8, activation="identity", bias=False),
     })
     assert set(prefix_lora.modules) == {"attn", "ffn"}
+
+
+def test_the_successor_axes_leave_earlier_run_keys_alone():
+    """Records written before issue 29 hold no magnitude, projections, scale_rule, lr_ratio: at their defaults the
+    new fields are out of the run key (resume still finds those records), and set they change it."""
+    from peftbench.run.config import as_plain, compose
+    from peftbench.run.record import run_key
+    from peftbench.space.spec import MODULE_ADDED_DEFAULTS
+
+    config = as_plain(compose(["model=tiny_bert", "method=lora"]))
+    old = json.loads(json.dumps(config))
+    del old["method"]["lr_ratio"]
+    for key in MODULE_ADDED_DEFAULTS:
+        del old["method"]["modules"]["attn"][key]
+    assert run_key(config) == run_key(old)
+    for override in ("method.lr_ratio=2", "method.modules.attn.scale_rule=alpha_over_r",
+                     "method.modules.attn.magnitude=true"):
+        assert run_key(as_plain(compose(["model=tiny_bert", "method=lora", override]))) != run_key(config)

@@ -62,6 +62,10 @@ EXPERIMENT_COMPARISONS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     # P-tuning v2: reparameterisation, depth at equal layer count, verbalizer against a linear head.
     "ptuning_v2_ablation": (("ptv2_mlp", "ptv2"), ("ptv2_top3", "ptv2_bottom3"), ("smollm2_verbalizer", "smollm2_linear")),
+    # Issue 29: the methods after the paper against LoRA at equal rank (VeRA, IA3 at their own smaller budgets),
+    # rsLoRA against LoRA at r=64.
+    "modern": (("dora", "lora"), ("vera", "lora"), ("loraplus", "lora"), ("pissa", "lora"), ("ia3", "lora"),
+               ("rslora_r64", "lora_r64")),
 }  # fmt: skip
 VARIANT_SUFFIXES = ("_cpu", "_paper")
 COMMAND_LINE = "command line"

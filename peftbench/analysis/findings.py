@@ -121,9 +121,22 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("ptv2_head", "ptuning_v2_ablation", "A verbalizer over the LM head and a new linear head make no clear "
           "difference (here on SmolLM2)", "P-tuning v2 §4.3, Table 6",
           (E("smollm2_verbalizer", "smollm2_linear", 0),)),
+    # The methods after the paper (issue 29), each claim as its own paper states it against LoRA; declared before
+    # the modern experiment ran.
+    Claim("dora", "modern", "DoRA beats LoRA at equal rank", "Liu et al. 2024 (DoRA)", (E("dora", "lora", 1),)),
+    Claim("vera", "modern", "VeRA matches LoRA (within a point) at a small fraction of its budget (here a twelfth)",
+          "Kopiczko et al. 2024 (VeRA)", (E("vera", "lora", 0),)),
+    Claim("rslora", "modern", "At a high rank (r=64), rank-stabilised scaling α/√r beats LoRA's α/r",
+          "Kalajdzievski 2023 (rsLoRA)", (E("rslora_r64", "lora_r64", 1),)),
+    Claim("loraplus", "modern", "Training B at a larger lr than A (λ=16) beats LoRA", "Hayou et al. 2024 (LoRA+)",
+          (E("loraplus", "lora", 1),)),
+    Claim("pissa", "modern", "Starting A, B from W₀'s principal singular triplets beats LoRA's init",
+          "Meng et al. 2024 (PiSSA)", (E("pissa", "lora", 1),)),
+    Claim("ia3", "modern", "(IA)³ beats LoRA with fewer parameters (shown in few-shot settings)",
+          "Liu et al. 2022 (T-Few)", (E("ia3", "lora", 1),)),
 )  # fmt: skip
 EXPERIMENTS = ("table2", "insertion", "representation", "composition", "mam_ablation", "bottleneck",
-               "prefix_ablation", "prompt_ablation", "ptuning_v2_ablation")
+               "prefix_ablation", "prompt_ablation", "ptuning_v2_ablation", "modern")
 #: paper Table 2 (roberta-base, median of 5 seeds): method → (share of parameters, MNLI, SST-2)
 PAPER_TABLE2 = {
     "full": ("100%", 87.6, 94.6), "bitfit": ("0.1%", 84.7, 93.7), "prefix": ("0.5%", 86.3, 94.0),

@@ -1,13 +1,14 @@
 """Export a run's trained modules to the tools researchers already use (``python -m peftbench.export``).
 
-``--to peft``: methods Hugging Face peft can express as LoRA — every module ``form=low_rank``, parallel, additive
-or with a fixed scale, on the weights ``attn_q``/``k``/``v``/``o``, ``ffn_w1``/``w2``, one rank and scale, no other
-base parameter trained — with the task head as ``modules_to_save``. ``PeftModel.from_pretrained(base, OUT)`` then
-computes the run's logits (peft's scaling lora_alpha / r equals our s). Other methods get a one-line refusal.
+``--to peft``: methods Hugging Face peft can express as LoRA (with DoRA, rsLoRA, PiSSA), IA3 or VeRA — every module
+of one of those kinds (`peftbench.run.peft_format`), one rank and scale, no other base parameter trained — with the
+task head as ``modules_to_save``. ``PeftModel.from_pretrained(base, OUT)`` then computes the run's logits (peft's
+scaling lora_alpha / r equals our s). Other methods get a one-line refusal.
 
-``--merged``: the run's model with every linear module merged into the weight it runs beside, saved with
-``save_pretrained`` (plus the tokenizer): zero added inference latency, loadable by ``AutoModel*`` alone. Methods
-with a non-linear module, a prompt or a prefix (which a plain checkpoint cannot hold) are refused.
+``--merged``: the run's model with every module that is linear in the weight it modifies (LoRA, DoRA, VeRA, PiSSA,
+IA3) merged into that weight, saved with ``save_pretrained`` (plus the tokenizer): zero added inference latency,
+loadable by ``AutoModel*`` alone. Methods with a non-linear module, a prompt or a prefix (which a plain checkpoint
+cannot hold) are refused.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from safetensors.torch import save_file
 
 from peftbench.run.artefacts import load_run
+from peftbench.run.peft_format import peft_adapter, peft_kind
 from peftbench.space.arch import arch_for
-from peftbench.space.modules import ParallelLinear
+from peftbench.space.inject import mergeable_wrappers
 from peftbench.space.spec import WEIGHT_REPRESENTATIONS, MethodSpec
 
-PEFT_CAN = ("LoRA-form modules: form=low_rank, insertion=parallel, composition add or a fixed scale, on "
-            f"{', '.join(WEIGHT_REPRESENTATIONS)}, one rank and scale, head=linear, no other base parameter trained")
+PEFT_CAN = ("LoRA-form modules (form=low_rank, insertion=parallel, composition add or a fixed scale, on "
+            f"{', '.join(WEIGHT_REPRESENTATIONS)}; DoRA, rsLoRA, PiSSA, VeRA included) or IA3's form=diagonal, one "
+            "kind, rank and scale, head=linear, no other base parameter trained")
 
 
 class ExportError(ValueError):
@@ -37,46 +39,29 @@ def peft_refusal(spec: MethodSpec) -> str | None:
     if spec.train_all or spec.prompt is not None or not spec.modules:
         return f"{name} is not LoRA (full fine-tuning, a prompt, or no modules); peft export takes {PEFT_CAN}"
     for slot, m in spec.modules.items():
-        bad = (m.form != "low_rank" or m.insertion != "parallel" or m.learn_scale
-               or any(r not in WEIGHT_REPRESENTATIONS for r in m.representation))
-        if bad:
+        if peft_kind(m) is None:
             return (f"{name}: module {slot} is form={m.form}, insertion={m.insertion}, composition={m.composition}"
                     f"{' (learned scale)' if m.learn_scale else ''} on {m.representation}; peft export takes {PEFT_CAN}")
     if spec.train_bias or spec.train_layer_norm or spec.head != "linear":
         return f"{name} trains base biases/LayerNorms or uses a verbalizer; peft export takes {PEFT_CAN}"
-    if len({(m.r, m.scale) for m in spec.modules.values()}) > 1:
-        return f"{name}: its modules have different ranks or scales; peft export takes {PEFT_CAN}"
+    shapes = {(peft_kind(m), m.r if m.form != "diagonal" else 0, m.s, m.scale_rule, m.magnitude, m.init,
+               m.projection_key) for m in spec.modules.values()}
+    if len(shapes) > 1:
+        return f"{name}: its modules differ in kind, rank, scale or init; peft export takes {PEFT_CAN}"
     return None
 
 
-def _wrappers(model: torch.nn.Module) -> dict[str, ParallelLinear]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, ParallelLinear)}
-
-
 def to_peft(run_dir: str | Path, out: str | Path) -> Path:
-    """Write the run as a peft LoRA adapter in ``out``; returns ``out``."""
+    """Write the run as a peft adapter (LoRA, IA3 or VeRA) in ``out``; returns ``out``."""
     model = load_run(run_dir)
     specs = model.peftbench_run["specs"]
     refusal = peft_refusal(specs.method)
     if refusal:
         raise ExportError(refusal)
-    module = next(iter(specs.method.modules.values()))
-    wrappers = _wrappers(model)
-    tensors: dict[str, torch.Tensor] = {}
-    for name, wrapper in wrappers.items():
-        tensors[f"base_model.model.{name}.lora_A.weight"] = wrapper.delta.down.weight.detach().contiguous()
-        tensors[f"base_model.model.{name}.lora_B.weight"] = wrapper.delta.up.weight.detach().contiguous()
-    heads = list(arch_for(model).head)
-    for name, p in model.named_parameters():
-        if p.requires_grad and ".delta." not in name:  # the task head (modules_to_save)
-            tensors[f"base_model.model.{name}"] = p.detach().contiguous()
+    config, tensors = peft_adapter(model, specs.method, list(arch_for(model).head))
     model_spec = specs.model
-    config = {
-        "peft_type": "LORA", "task_type": "SEQ_CLS", "r": module.r, "lora_alpha": module.scale * module.r,
-        "lora_dropout": module.dropout, "bias": "none", "fan_in_fan_out": False, "use_rslora": False,
-        "target_modules": sorted(wrappers), "modules_to_save": heads, "init_lora_weights": True,
-        "base_model_name_or_path": model_spec.hub_id or model_spec.pretrained, "inference_mode": True,
-    }  # fmt: skip
+    config["base_model_name_or_path"] = model_spec.hub_id or model_spec.pretrained
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -89,8 +74,8 @@ def merged_refusal(spec: MethodSpec) -> str | None:
     if spec.prompt is not None:
         return f"method {spec.name} inserts a prompt, which a plain transformers checkpoint cannot hold"
     for slot, m in spec.modules.items():
-        if not (m.is_linear and m.insertion == "parallel"
-                and all(r in WEIGHT_REPRESENTATIONS for r in m.representation)):
+        if not (m.form == "diagonal" or (m.is_linear and m.insertion == "parallel"
+                                         and all(r in WEIGHT_REPRESENTATIONS for r in m.representation))):
             return (f"method {spec.name}: module {slot} (form={m.form}, insertion={m.insertion}, "
                     f"{m.representation}) is not a linear module beside a weight; only those merge")
     if spec.head != "linear":
@@ -105,7 +90,7 @@ def to_merged(run_dir: str | Path, out: str | Path) -> Path:
     refusal = merged_refusal(specs.method)
     if refusal:
         raise ExportError(refusal)
-    for name, wrapper in _wrappers(model).items():
+    for name, wrapper in mergeable_wrappers(model).items():
         wrapper.merge()
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, wrapper.base_layer)

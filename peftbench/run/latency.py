@@ -3,7 +3,8 @@
 Adapters add depth and latency; a merged LoRA adds none. After evaluation, each run times its model and a freshly
 loaded base model (the same architecture and head, no method) on the same dev batches, alternating the two in
 rounds so that machine noise falls on both alike, and takes the ratio of their fastest rounds. Where the method has
-linear modules beside weights (LoRA), it merges them and measures again. ``train.inference_batches`` sets how many dev
+modules that merge into the weight they modify (LoRA, DoRA, VeRA, IA3), it merges them and measures again.
+``train.inference_batches`` sets how many dev
 batches (spread over the length-sorted dev set: long and short ones; 32 rows each) each round times; 0 switches it
 off. The cost: ~5-10 s per MiniLM run.
 """
@@ -16,8 +17,8 @@ from typing import Any
 
 import torch
 
-from peftbench.space.inject import merge_modules, unmerge_modules
-from peftbench.space.modules import ParallelLinear, base_linear
+from peftbench.space.inject import merge_modules, mergeable_wrappers, unmerge_modules
+from peftbench.space.modules import base_linear
 
 ROUNDS = 5
 ROWS = 32
@@ -70,7 +71,8 @@ def inference_cost(model: torch.nn.Module, load_base: Callable[[], torch.nn.Modu
         "merged_s": None, "ratio_merged": None,
     }  # fmt: skip
     # the weights as they are: unmerging subtracts what merging added, which may not give back every last bit
-    weights = [base_linear(w.base_layer).weight for w in model.modules() if isinstance(w, ParallelLinear) and w.linear]
+    linears = [base_linear(w.base_layer) for w in mergeable_wrappers(model).values()]
+    weights = [p for linear in linears for p in (linear.weight, linear.bias) if p is not None]  # IA3 merges biases
     kept = [w.detach().clone() for w in weights]
     if merge_modules(model):
         try:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from peftbench.run.data import absolute_path
+from peftbench.space.spec import MODULE_ADDED_DEFAULTS
 
 #: Keys that do not change what a run computes (and so are not part of its key).
 NOT_IN_KEY = ("logger", "results_root", "resume", "sweep", "data.glue_dir", "data.cache_dir", "train.progress",
@@ -34,7 +35,8 @@ NOT_IN_KEY = ("logger", "results_root", "resume", "sweep", "data.glue_dir", "dat
               "train.inference_batches", "evaluation_seeds_from")
 #: Keys added to the config after records were written, with their default: left out of the key at that default,
 #: so that a record written before the key existed still matches the run it was (resume does not redo it).
-ADDED_KEYS = {"train.lr_scale": 1.0, "method.head": "linear", "model.gguf_file": None, "task.head_bias": "zero"}
+ADDED_KEYS = {"train.lr_scale": 1.0, "method.head": "linear", "model.gguf_file": None, "task.head_bias": "zero",
+              "method.lr_ratio": 1.0}
 #: Keys read only by the verbalizer head: out of the key of a run with the linear head.
 VERBALIZER_KEYS = ("template", "label_words")
 
@@ -69,6 +71,9 @@ def run_key(config: dict[str, Any], precision: str | None = None) -> str:
     for module in (method.get("modules") or {}).values():
         if isinstance(module, dict) and module.get("init_words") == []:  # added with init=words
             module.pop("init_words")
+        for key, default in MODULE_ADDED_DEFAULTS.items():  # added with IA3, DoRA, VeRA, rsLoRA (issue 29)
+            if isinstance(module, dict) and key in module and module[key] == default:
+                module.pop(key)
     if not reads_verbalizer_keys(method) and isinstance(task, dict):
         for key in VERBALIZER_KEYS:
             task.pop(key, None)

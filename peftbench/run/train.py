@@ -39,6 +39,7 @@ from peftbench.run.precision import determinism, fp32_regression_head, resolve_m
 from peftbench.run.setup import Prepared
 from peftbench.run.tasks import get_task
 from peftbench.space.inject import export_reparameterisations
+from peftbench.space.modules import Bottleneck
 from peftbench.space.prefix import PrefixEncoder, PrefixHeads
 from peftbench.space.prompts import PromptInserter
 
@@ -50,7 +51,8 @@ class TrainingDiverged(RuntimeError):
 def _optimizer(model: torch.nn.Module, cfg: RunConfig, lr: float) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases and norms (1-D), nor on prefixes and prompts with their encoders (the
     prefix MLP, P-tuning's LSTM): they produce inputs to the attention, not weights applied to it. Decay applies
-    to every other matrix: LoRA and adapter projections, the head, all weights under full fine-tuning."""
+    to every other matrix: LoRA and adapter projections, the head, all weights under full fine-tuning. With
+    ``method.lr_ratio`` λ ≠ 1 (LoRA+), W_up and the 1-D parameters train at λ·lr."""
     inputs = {id(p) for m in model.modules() if isinstance(m, PrefixEncoder | PrefixHeads | PromptInserter)
               for p in m.parameters()}
     decay, no_decay = [], []
@@ -58,6 +60,13 @@ def _optimizer(model: torch.nn.Module, cfg: RunConfig, lr: float) -> torch.optim
         if p.requires_grad:
             (no_decay if p.dim() < 2 or id(p) in inputs else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    ratio = cfg.method.lr_ratio
+    if ratio != 1.0:  # LoRA+: W_up (B) and, as peft's create_loraplus_optimizer, every 1-D parameter at ratio × lr
+        ups = {id(m.up.weight) for m in model.modules() if isinstance(m, Bottleneck)}
+        fast = [p for p in decay if id(p) in ups]
+        groups = [{"params": [p for p in decay if id(p) not in ups], "weight_decay": cfg.train.weight_decay},
+                  {"params": fast, "weight_decay": cfg.train.weight_decay, "lr": lr * ratio},
+                  {"params": no_decay, "weight_decay": 0.0, "lr": lr * ratio}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=tuple(cfg.train.adam_betas),
                              eps=cfg.train.adam_eps)
 

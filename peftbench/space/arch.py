@@ -60,6 +60,11 @@ class ArchMap:
         return self.ffn_w1[0]
 
     @property
+    def ffn_inner(self) -> str:
+        """The FFN's inner activation is the input of W_2: a module there wraps W_2 and reads its input."""
+        return self.ffn_w2
+
+    @property
     def attn_out(self) -> str:
         return self.attn_o
 
@@ -68,7 +73,7 @@ class ArchMap:
         return self.ffn_w2
 
     def weight_paths(self, representation: str) -> tuple[str, ...]:
-        """The projections a weight-level representation (``attn_q`` … ``ffn_w2``) names."""
+        """The projections a weight-level representation (``attn_q`` … ``ffn_w2``, ``ffn_inner``) names."""
         value = getattr(self, representation)
         return value if isinstance(value, tuple) else (value,)
 

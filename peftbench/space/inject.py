@@ -14,8 +14,11 @@ import torch
 from torch import nn
 
 from peftbench.space.arch import ArchMap, arch_for, get_submodule, set_submodule
+from peftbench.space.low_rank import DoraLinear, Magnitude, SharedProjections, VeraDelta, pissa_init, row_norm
 from peftbench.space.modules import (
     Bottleneck,
+    Diagonal,
+    InputScaledLinear,
     InputTap,
     ParallelLinear,
     ParallelSublayer,
@@ -70,6 +73,7 @@ class _Injector:
         self.added: dict[int, nn.Module] = {}  # id → module whose parameters train
         self.modified: list[nn.Module] = []  # the base modules (or wrappers) that were changed
         self.claimed: dict[tuple[int, str], str] = {}
+        self.shared: dict[str, SharedProjections] = {}  # slot → VeRA's frozen projections, shared by its layers
 
     def keep(self, module: nn.Module) -> nn.Module:
         self.added[id(module)] = module
@@ -89,20 +93,51 @@ class _Injector:
             init=module.init, device=like.device, dtype=like.dtype))
 
     def composition(self, module: ModuleSpec, like: torch.Tensor) -> nn.Module:
-        composition = make_composition(module.composition, module.scale, module.learn_scale, like.device)
+        composition = make_composition(module.composition, module.s, module.learn_scale, like.device)
         return self.keep(composition) if module.learn_scale else composition
 
+    def share_projections(self, slot: str, module: ModuleSpec, indices: list[int]) -> None:
+        """VeRA: one frozen random A (r × in_max), B (out_max × r) for every weight the slot modifies, registered
+        once on the model (``peftbench_projections_<slot>``)."""
+        weights = [_weight_of(get_submodule(self.layers[i], path))
+                   for rep in module.representation for i in indices for path in self.arch.weight_paths(rep)]
+        d_out, d_in = (max(w.shape[k] for w in weights) for k in (0, 1))
+        shared = SharedProjections(module.r, d_in, d_out, module.projection_key, weights[0].device, weights[0].dtype)
+        setattr(self.model, f"peftbench_projections_{slot}", shared)
+        self.shared[slot] = shared
+
+    def low_rank(self, slot: str, module: ModuleSpec, base: nn.Module, weight: torch.Tensor) -> nn.Module:
+        """The parallel module beside one projection: LoRA (with PiSSA's init), VeRA, or DoRA's rescaled LoRA."""
+        d_out, d_in = weight.shape
+        composition = self.composition(module, weight)
+        if module.projections == "shared_random":
+            delta = self.keep(VeraDelta(self.shared[slot], d_in, d_out, module.r, module.dropout,
+                                        device=weight.device, dtype=weight.dtype))
+            return ParallelLinear(base, delta, composition, linear=True)
+        delta = self.bottleneck(module, d_in, d_out, weight)
+        if module.init == "pissa":
+            pissa_init(base, delta, module.s)
+        if module.magnitude:
+            with torch.no_grad():
+                magnitude = self.keep(Magnitude(row_norm(weight, delta, module.s)))
+            return DoraLinear(base, delta, composition, magnitude)
+        return ParallelLinear(base, delta, composition, linear=module.is_linear)
+
     def install_weight(self, slot: str, module: ModuleSpec, index: int, rep: str) -> None:
-        """A module beside (parallel) or after (sequential) one projection: the LoRA family."""
+        """A module beside (parallel) or after (sequential) one projection: the LoRA family; or IA3's vector on
+        its output, or on its input for ``ffn_inner``."""
         layer = self.layers[index]
         for path in self.arch.weight_paths(rep):
             self.claim(index, path, slot)
             base = get_submodule(layer, path)
             weight = _weight_of(base)
             d_out, d_in = weight.shape
-            if module.insertion == "parallel":
-                wrapper = ParallelLinear(base, self.bottleneck(module, d_in, d_out, weight),
-                                         self.composition(module, weight), linear=module.is_linear)
+            if module.form == "diagonal":
+                vector = self.keep(Diagonal(d_in if rep == "ffn_inner" else d_out, weight.device, weight.dtype))
+                wrapper_type = InputScaledLinear if rep == "ffn_inner" else SequentialLinear
+                wrapper = wrapper_type(base, vector, self.composition(module, weight))
+            elif module.insertion == "parallel":
+                wrapper = self.low_rank(slot, module, base, weight)
             else:
                 wrapper = SequentialLinear(base, self.bottleneck(module, d_out, d_out, weight),
                                            self.composition(module, weight))
@@ -272,6 +307,8 @@ def apply_method(model: nn.Module, spec: MethodSpec, tokenizer=None) -> MethodRe
         if module.form == "prefix":
             injector.install_heads(slot, module, indices, words.get(slot))
             continue
+        if module.projections == "shared_random":
+            injector.share_projections(slot, module, indices)
         for rep in module.representation:
             for index in indices:
                 if rep in SUBLAYER_REPRESENTATIONS:
@@ -337,19 +374,25 @@ def _count(model, spec, added, added_ids, head_ids, base, modified) -> MethodRep
     )
 
 
+def mergeable_wrappers(model: nn.Module) -> dict[str, nn.Module]:
+    """The wrappers whose module merges into the weight it modifies (LoRA, VeRA, DoRA, IA3), by name."""
+    return {name: m for name, m in model.named_modules() if getattr(m, "mergeable", False) and hasattr(m, "merge")}
+
+
 def merge_modules(model: nn.Module) -> int:
-    """Merge every linear parallel module (LoRA) into the weight it runs beside; returns how many were merged.
+    """Merge every module that is linear in the weight it modifies (LoRA, VeRA, DoRA, IA3) into that weight; returns
+    how many were merged.
 
     The merged model runs at the base model's cost; :func:`unmerge_modules` restores the separate modules.
     """
-    wrappers = [m for m in model.modules() if isinstance(m, ParallelLinear) and m.linear]
+    wrappers = list(mergeable_wrappers(model).values())
     for wrapper in wrappers:
         wrapper.merge()
     return len(wrappers)
 
 
 def unmerge_modules(model: nn.Module) -> int:
-    wrappers = [m for m in model.modules() if isinstance(m, ParallelLinear) and m.merged]
+    wrappers = [m for m in model.modules() if getattr(m, "merged", False)]
     for wrapper in wrappers:
         wrapper.unmerge()
     return len(wrappers)

@@ -88,8 +88,33 @@ class Scale(nn.Module):
         return 0  # a learned scalar per layer is negligible; the paper does not count it
 
 
+class Multiply(nn.Module):
+    """Multiplicative composition: h ← l ⊙ h (IA3), with l = Δh from a :class:`Diagonal`."""
+
+    def forward(self, h: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        return h * delta
+
+
+class Diagonal(nn.Module):
+    """The diagonal functional form: Δh = l ∈ R^d, one learned value per feature of h, whatever h is (IA3's vector,
+    initialised to 1 so that l ⊙ h = h)."""
+
+    def __init__(self, d: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.l = nn.Parameter(torch.ones(d, device=device, dtype=dtype))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.l
+
+    def paper_numel(self) -> int:
+        return self.l.numel()
+
+
 def make_composition(kind: str, s: float, learnable: bool, device: torch.device | None = None) -> nn.Module:
-    """Add or Scale (the gate is not a module here: it is exact by concatenation in ``peftbench.space.prefix``)."""
+    """Add, Scale or Multiply (the gate is not a module here: it is exact by concatenation in
+    ``peftbench.space.prefix``)."""
+    if kind == "multiply":
+        return Multiply()
     return Scale(s, learnable, device) if kind == "scale" else Add()
 
 
@@ -116,6 +141,10 @@ class ParallelLinear(nn.Module):
         self.composition = composition
         self.linear = linear
         self.merged = False
+
+    @property
+    def mergeable(self) -> bool:
+        return self.linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
@@ -144,18 +173,80 @@ class ParallelLinear(nn.Module):
 class SequentialLinear(nn.Module):
     """Sequential insertion: the module reads the output h of the layer it follows, h ← compose(h, Δh(h)).
 
-    Placed on a sub-layer's output projection it is the Houlsby adapter (before the residual and LayerNorm).
+    Placed on a sub-layer's output projection it is the Houlsby adapter (before the residual and LayerNorm); with a
+    :class:`Diagonal` and :class:`Multiply` it is IA3 on keys and values, h ← l ⊙ h, which merges into the weight
+    and bias as diag(l)·W, l ⊙ b.
     """
 
-    def __init__(self, base_layer: nn.Module, delta: Bottleneck, composition: nn.Module) -> None:
+    def __init__(self, base_layer: nn.Module, delta: nn.Module, composition: nn.Module) -> None:
         super().__init__()
         self.base_layer = base_layer
         self.delta = delta
         self.composition = composition
+        self.merged = False
+
+    @property
+    def mergeable(self) -> bool:
+        return isinstance(self.delta, Diagonal)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.base_layer(x)
+        if self.merged:
+            return h
         return self.composition(h, self.delta(h))
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.mergeable:
+            raise ValueError("only a diagonal Δh (IA3) merges into the weight it follows")
+        if not self.merged:
+            linear = base_linear(self.base_layer)
+            self._kept = [p.detach().clone() for p in (linear.weight, linear.bias) if p is not None]
+            linear.weight.mul_(self.delta.l[:, None])
+            if linear.bias is not None:
+                linear.bias.mul_(self.delta.l)
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            linear = base_linear(self.base_layer)
+            for p, kept in zip((q for q in (linear.weight, linear.bias) if q is not None), self._kept, strict=True):
+                p.copy_(kept)
+            self.merged = False
+
+
+class InputScaledLinear(nn.Module):
+    """A module on the input a of a projection W (the FFN's inner activation for W_2): y = compose(a, Δh(a)) W, i.e.
+    IA3's (l ⊙ a) W_2. Merges as W·diag(l)."""
+
+    def __init__(self, base_layer: nn.Module, delta: Diagonal, composition: nn.Module) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.delta = delta
+        self.composition = composition
+        self.merged = False
+
+    mergeable = True
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        if self.merged:
+            return self.base_layer(a)
+        return self.base_layer(self.composition(a, self.delta(a)))
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        if not self.merged:
+            weight = base_linear(self.base_layer).weight
+            self._kept = weight.detach().clone()
+            weight.mul_(self.delta.l[None, :])
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            base_linear(self.base_layer).weight.copy_(self._kept)
+            self.merged = False
 
 
 class InputTap(nn.Module):

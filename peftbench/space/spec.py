@@ -11,22 +11,32 @@ at once with a one-line :class:`SpecError` naming the field and the valid values
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-FORMS = ("bottleneck", "low_rank", "prefix")
+#: ``diagonal``: Δh = l, one learned value per feature (IA3's vector), composed by ``multiply``.
+FORMS = ("bottleneck", "low_rank", "prefix", "diagonal")
 INSERTIONS = ("sequential", "parallel")
 #: Sub-layers (the adapter family reads/writes a whole sub-layer), heads (the prefix family) and
 #: weight matrices (the LoRA family: the module runs beside one projection).
 SUBLAYER_REPRESENTATIONS = ("attn", "ffn")
 HEAD_REPRESENTATIONS = ("attn_heads",)
 WEIGHT_REPRESENTATIONS = ("attn_q", "attn_k", "attn_v", "attn_o", "ffn_w1", "ffn_w2")
-REPRESENTATIONS = SUBLAYER_REPRESENTATIONS + HEAD_REPRESENTATIONS + WEIGHT_REPRESENTATIONS
-COMPOSITIONS = ("add", "scale", "gate")
+#: The FFN's inner activation (the input of W_2), where IA3 scales the FFN.
+ACTIVATION_REPRESENTATIONS = ("ffn_inner",)
+REPRESENTATIONS = SUBLAYER_REPRESENTATIONS + HEAD_REPRESENTATIONS + WEIGHT_REPRESENTATIONS + ACTIVATION_REPRESENTATIONS
+COMPOSITIONS = ("add", "scale", "gate", "multiply")
 BOTTLENECK_ACTIVATIONS = ("relu", "gelu", "tanh", "identity")
 PREFIX_ACTIVATIONS = ("softmax", "relu")
-INITS = ("bert", "lora", "words")
+INITS = ("bert", "lora", "words", "pissa")
+#: ``trained``: W_down, W_up train (LoRA); ``shared_random``: frozen random A, B shared by every layer of the module,
+#: drawn from ``projection_key``, with trainable diagonal scales d (r) and b (out) (VeRA).
+PROJECTIONS = ("trained", "shared_random")
+#: How s follows from ``scale`` (α) and ``r``: ``fixed`` s = scale; ``alpha_over_r`` s = α/r (LoRA's rule, kept as r
+#: changes); ``alpha_over_sqrt_r`` s = α/√r (rsLoRA).
+SCALE_RULES = ("fixed", "alpha_over_r", "alpha_over_sqrt_r")
 REPARAMS = ("none", "mlp")
 PROMPT_KINDS = ("soft", "lstm")
 PROMPT_POSITIONS = ("start", "infix")
@@ -34,6 +44,11 @@ PROMPT_INITS = ("uniform", "vocab", "words")
 #: ``linear``: a new classifier (the architecture's task head); ``verbalizer``: the pretrained LM head's logits of
 #: the task's label words (peftbench.space.verbalizer), nothing trained at the head.
 HEADS = ("linear", "verbalizer")
+
+
+#: Module fields added after records were written, with their defaults: out of the coordinates and the run key at
+#: the default, so that a record written before them still matches its run.
+MODULE_ADDED_DEFAULTS = {"scale_rule": "fixed", "magnitude": False, "projections": "trained", "projection_key": 0}
 
 
 class SpecError(ValueError):
@@ -96,10 +111,18 @@ class ModuleSpec:
     - ``representation``: which representations are modified (a list: Houlsby adds one adapter at ``attn``
       and one at ``ffn``; LoRA one per weight, ``attn_q`` and ``attn_v``).
     - ``composition``: ``add`` h + Δh; ``scale`` h + s·Δh (``learn_scale`` makes s a trained scalar);
-      ``gate`` (1 − λ(x)) h + λ(x) Δh, the prefix-tuning gate, exact by concatenating [P_k; K], [P_v; V].
-    - ``r``: the bottleneck size, the rank, or for ``form=prefix`` the prefix length l.
-    - ``init``: ``lora`` (Δh = 0 at init: zero up-projection / P_v), ``bert`` (N(0, 0.02)), or ``words`` (prefix
-      only: each layer's P_k, P_v start as the frozen model's keys/values of ``init_words``, Li & Liang).
+      ``gate`` (1 − λ(x)) h + λ(x) Δh, the prefix-tuning gate, exact by concatenating [P_k; K], [P_v; V];
+      ``multiply`` l ⊙ h (``form=diagonal``, IA3: keys, values and ``ffn_inner``, the input of W_2).
+    - ``r``: the bottleneck size, the rank, or for ``form=prefix`` the prefix length l (unused by ``diagonal``).
+    - ``init``: ``lora`` (Δh = 0 at init: zero up-projection / P_v; l = 1), ``bert`` (N(0, 0.02)), ``words`` (prefix
+      only: each layer's P_k, P_v start as the frozen model's keys/values of ``init_words``, Li & Liang), or
+      ``pissa`` (low-rank only: B = U_r S_r^½, A = S_r^½ V_rᵀ over s from W_0's top singular triplets, and
+      W_0 ← W_0 − s·BA: the output is unchanged at init; PiSSA).
+    - ``scale_rule``: s from ``scale`` as α: fixed, α/r or α/√r (rsLoRA).
+    - ``magnitude``: the modified weight is rescaled per output row, W' = m ⊙ (W_0 + sBA)/‖W_0 + sBA‖ with m
+      trained and the norm a constant in backward (DoRA).
+    - ``projections``: ``shared_random`` freezes A and B, shared by all layers (drawn from ``projection_key``), and
+      trains Δh = b ⊙ B(d ⊙ A x) (VeRA).
     """
 
     form: str = "bottleneck"
@@ -118,6 +141,10 @@ class ModuleSpec:
     reparam: str = "none"
     reparam_hidden: int = 800
     init_words: list[str] = field(default_factory=list)  # init=words (form=prefix): the words whose keys/values start the prefix
+    scale_rule: str = "fixed"
+    magnitude: bool = False
+    projections: str = "trained"
+    projection_key: int = 0  # the PRNG seed of the shared random projections (projections=shared_random)
 
     def __post_init__(self) -> None:
         self.validate("module")
@@ -128,6 +155,8 @@ class ModuleSpec:
         _one_of(f"{where}.composition", self.composition, COMPOSITIONS)
         _one_of(f"{where}.init", self.init, INITS)
         _one_of(f"{where}.reparam", self.reparam, REPARAMS)
+        _one_of(f"{where}.scale_rule", self.scale_rule, SCALE_RULES)
+        _one_of(f"{where}.projections", self.projections, PROJECTIONS)
         reps = list(self.representation)
         if not reps:
             raise SpecError(f"{where}.representation is empty; valid values: {', '.join(REPRESENTATIONS)}")
@@ -153,6 +182,7 @@ class ModuleSpec:
             parse_layers(self.layers, None)  # syntax only; the range is checked against the model
         except SpecError as err:
             raise SpecError(f"{where}.{err}") from None
+        self._validate_successors(where, reps)
 
         if self.form == "prefix":
             if reps != ["attn_heads"]:
@@ -164,7 +194,7 @@ class ModuleSpec:
                 raise SpecError(f"{where}: composition=gate needs activation=softmax (the gate λ(x) comes from the joint softmax)")
             if self.layer_norm:
                 raise SpecError(f"{where}: layer_norm applies to bottleneck/low_rank modules, not form=prefix")
-        else:
+        elif self.form != "diagonal":
             if "attn_heads" in reps:
                 raise SpecError(f"{where}: representation attn_heads needs form=prefix, not form={self.form!r}")
             if self.composition == "gate":
@@ -177,6 +207,51 @@ class ModuleSpec:
             else:
                 _one_of(f"{where}.activation", self.activation, BOTTLENECK_ACTIVATIONS)
 
+    def _validate_successors(self, where: str, reps: list[str]) -> None:
+        """The axes of the methods after the paper: IA3's diagonal form, DoRA, VeRA, rsLoRA and PiSSA."""
+        on_weights = all(r in WEIGHT_REPRESENTATIONS for r in reps)
+        if (self.form == "diagonal") != (self.composition == "multiply"):
+            raise SpecError(f"{where}: form=diagonal goes with composition=multiply (l ⊙ h) and only with it "
+                            f"(form={self.form!r}, composition={self.composition!r})")
+        if "ffn_inner" in reps and self.form != "diagonal":
+            raise SpecError(f"{where}: representation ffn_inner (the FFN's inner activation) needs form=diagonal")
+        if self.form == "diagonal":
+            if not all(r in WEIGHT_REPRESENTATIONS + ACTIVATION_REPRESENTATIONS for r in reps):
+                raise SpecError(f"{where}: form=diagonal scales weight outputs or ffn_inner; valid representations: "
+                                f"{', '.join(WEIGHT_REPRESENTATIONS + ACTIVATION_REPRESENTATIONS)}, not {reps}")
+            if self.reparam != "none" or self.learn_scale or self.layer_norm:
+                raise SpecError(f"{where}: form=diagonal is the vector l alone; reparam, learn_scale and layer_norm "
+                                "do not apply")
+            if self.insertion != "sequential":
+                raise SpecError(f"{where}: form=diagonal rescales the representation itself (l ⊙ h); insertion must "
+                                "be sequential")
+        if self.scale_rule != "fixed" and (self.composition != "scale" or self.learn_scale):
+            raise SpecError(f"{where}.scale_rule={self.scale_rule} derives a fixed s from scale (α) and r; it needs "
+                            f"composition=scale without learn_scale (composition={self.composition!r})")
+        lora_like = self.form == "low_rank" and self.insertion == "parallel" and on_weights
+        for axis, active, value in (("magnitude", self.magnitude, "true"),
+                                    ("projections", self.projections != "trained", self.projections),
+                                    ("init", self.init == "pissa", "pissa")):
+            if active and not lora_like:
+                raise SpecError(f"{where}.{axis}={value} applies to LoRA-form modules: form=low_rank, "
+                                f"insertion=parallel, representations among {', '.join(WEIGHT_REPRESENTATIONS)}")
+        if self.magnitude and self.learn_scale:
+            raise SpecError(f"{where}.magnitude=true (DoRA) rescales with a fixed s; it needs learn_scale=false")
+        if self.projections == "shared_random" and (self.magnitude or self.init == "pissa"):
+            raise SpecError(f"{where}.projections=shared_random (VeRA) freezes A and B; it combines with neither "
+                            "magnitude=true nor init=pissa")
+        if self.projection_key < 0:
+            raise SpecError(f"{where}.projection_key={self.projection_key} must be >= 0 (a PRNG seed)")
+
+    @property
+    def s(self) -> float:
+        """The scale s of ``composition=scale`` as ``scale_rule`` derives it from ``scale`` (α) and ``r``."""
+        if self.scale_rule == "alpha_over_r":
+            return self.scale / self.r
+        if self.scale_rule == "alpha_over_sqrt_r":
+            return self.scale / math.sqrt(self.r)
+        return self.scale
+
     @property
     def is_linear(self) -> bool:
         """Δh is linear in x (LoRA-style), so the module can be merged into a weight it runs beside."""
@@ -187,7 +262,7 @@ class ModuleSpec:
         """Whether Δh = 0 at initialisation (zero-initialised up-projection / P_v), so outputs equal the base's."""
         if self.form == "prefix":
             return self.init == "lora" and self.composition != "gate"
-        return self.init == "lora"
+        return self.init in ("lora", "pissa")  # pissa: W_0 − sBA + sBA (to float rounding)
 
 
 @dataclass
@@ -236,6 +311,9 @@ class MethodSpec:
     train_all: bool = False
     head: str = "linear"
     lr: float = 1e-4
+    #: LoRA+: the lr of every up-projection W_up (LoRA's B) and, as in peft's create_loraplus_optimizer, of every
+    #: 1-D parameter, as a multiple of ``lr`` (the rest: W_down = A, the head's matrices).
+    lr_ratio: float = 1.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -251,6 +329,12 @@ class MethodSpec:
             self.prompt.validate("method.prompt")
         if not self.lr > 0:
             raise SpecError(f"method.lr={self.lr} must be > 0")
+        if not (math.isfinite(self.lr_ratio) and self.lr_ratio > 0):
+            raise SpecError(f"method.lr_ratio={self.lr_ratio} must be > 0 (the lr of W_up over the lr of W_down)")
+        if self.lr_ratio != 1.0 and not any(m.form in ("low_rank", "bottleneck") and m.projections == "trained"
+                                            for m in self.modules.values()):
+            raise SpecError(f"method.lr_ratio={self.lr_ratio} sets the lr of trained up-projections (LoRA+); "
+                            "the method has none (valid: 1.0, or add a form=low_rank module)")
         _one_of("method.head", self.head, HEADS)
         if self.train_all and (self.modules or self.prompt):
             raise SpecError("method.train_all=true is full fine-tuning; it takes no modules or prompt")
@@ -290,9 +374,16 @@ class MethodSpec:
         for slot, m in self.modules.items():
             if m.init == "words":  # (only then: records written before word init keep their coordinates)
                 out[slot].update(init=m.init, init_words=list(m.init_words))
+            if m.init == "pissa":
+                out[slot]["init"] = m.init
+            for key, default in MODULE_ADDED_DEFAULTS.items():  # the successors' axes, where a module sets them
+                if getattr(m, key) != default:
+                    out[slot][key] = getattr(m, key)
         out["prompt"] = asdict(self.prompt) if self.prompt else None
         out["train_bias"] = self.train_bias
         out["train_all"] = self.train_all
         if self.head != "linear":  # (absent for the default, so records written before the field still match)
             out["head"] = self.head
+        if self.lr_ratio != 1.0:
+            out["lr_ratio"] = self.lr_ratio
         return out
