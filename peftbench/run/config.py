@@ -150,7 +150,8 @@ class LoggerSpec:
     project: str = "peftbench"
     entity: str | None = None
     mode: str = "offline"  # online | offline | disabled
-    group: str | None = None  # None: sweep/method/task
+    group: str | None = None  # None: the run's cell (peftbench.run.tracking.cell_group)
+    dir: str = "."  # W&B's folders go to <dir>/wandb/, where `wandb sync` run from <dir> finds them
 
 
 @dataclass
