@@ -3,7 +3,10 @@
 ``--to peft``: methods Hugging Face peft can express as LoRA — every module ``form=low_rank``, parallel, additive
 or with a fixed scale, on the weights ``attn_q``/``k``/``v``/``o``, ``ffn_w1``/``w2``, one rank and scale, no other
 base parameter trained — with the task head as ``modules_to_save``. ``PeftModel.from_pretrained(base, OUT)`` then
-computes the run's logits (peft's scaling lora_alpha / r equals our s). Other methods get a one-line refusal.
+computes the run's logits (peft's scaling lora_alpha / r equals our s); its ``base_model_name_or_path`` is the local
+folder the run's weights came from where there is one, so ``AutoPeftModelForSequenceClassification.from_pretrained(OUT)``
+works offline (on another machine, set it to the record's ``config.model.hub_id``). Other methods get a one-line
+refusal, from the record, before the model loads.
 
 ``--merged``: the run's model with every linear module merged into the weight it runs beside, saved with
 ``save_pretrained`` (plus the tokenizer): zero added inference latency, loadable by ``AutoModel*`` alone. Methods
@@ -18,7 +21,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from peftbench.run.artefacts import load_run
+from peftbench.run.artefacts import load_run, run_specs
+from peftbench.run.models import ModelSpec, resolve_source
 from peftbench.space.arch import arch_for
 from peftbench.space.modules import ParallelLinear
 from peftbench.space.spec import WEIGHT_REPRESENTATIONS, MethodSpec
@@ -53,13 +57,21 @@ def _wrappers(model: torch.nn.Module) -> dict[str, ParallelLinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, ParallelLinear)}
 
 
+def base_model_source(spec: ModelSpec) -> str | None:
+    """What ``base_model_name_or_path`` names: the local folder the run's weights were loaded from where there is
+    one (so that ``AutoPeftModel*.from_pretrained(OUT)`` works offline), else the hub id."""
+    local = resolve_source(spec.pretrained)
+    return str(Path(local).resolve()) if local and Path(local).is_dir() else spec.hub_id or spec.pretrained
+
+
 def to_peft(run_dir: str | Path, out: str | Path) -> Path:
-    """Write the run as a peft LoRA adapter in ``out``; returns ``out``."""
-    model = load_run(run_dir)
-    specs = model.peftbench_run["specs"]
-    refusal = peft_refusal(specs.method)
+    """Write the run as a peft LoRA adapter in ``out``; returns ``out``. A method peft cannot express is refused
+    from the record, before the model loads."""
+    refusal = peft_refusal(run_specs(run_dir).method)
     if refusal:
         raise ExportError(refusal)
+    model = load_run(run_dir)
+    specs = model.peftbench_run["specs"]
     module = next(iter(specs.method.modules.values()))
     wrappers = _wrappers(model)
     tensors: dict[str, torch.Tensor] = {}
@@ -75,7 +87,7 @@ def to_peft(run_dir: str | Path, out: str | Path) -> Path:
         "peft_type": "LORA", "task_type": "SEQ_CLS", "r": module.r, "lora_alpha": module.scale * module.r,
         "lora_dropout": module.dropout, "bias": "none", "fan_in_fan_out": False, "use_rslora": False,
         "target_modules": sorted(wrappers), "modules_to_save": heads, "init_lora_weights": True,
-        "base_model_name_or_path": model_spec.hub_id or model_spec.pretrained, "inference_mode": True,
+        "base_model_name_or_path": base_model_source(model_spec), "inference_mode": True,
     }  # fmt: skip
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -99,12 +111,13 @@ def merged_refusal(spec: MethodSpec) -> str | None:
 
 
 def to_merged(run_dir: str | Path, out: str | Path) -> Path:
-    """Write the run's model with its linear modules merged, as a plain transformers checkpoint."""
-    model = load_run(run_dir)
-    specs, tokenizer = model.peftbench_run["specs"], model.peftbench_run["tokenizer"]
-    refusal = merged_refusal(specs.method)
+    """Write the run's model with its linear modules merged, as a plain transformers checkpoint (refused from the
+    record, before the model loads, where it cannot be)."""
+    refusal = merged_refusal(run_specs(run_dir).method)
     if refusal:
         raise ExportError(refusal)
+    model = load_run(run_dir)
+    tokenizer = model.peftbench_run["tokenizer"]
     for name, wrapper in _wrappers(model).items():
         wrapper.merge()
         parent, _, child = name.rpartition(".")
