@@ -101,7 +101,8 @@ def log_report(df: pd.DataFrame, out: Path, target: Target = Target()) -> Path:
     Path(target.root).mkdir(parents=True, exist_ok=True)
     run = wandb.init(project=target.project, entity=target.entity, mode=target.mode, dir=str(target.root),
                      name=f"report_{experiment}", group=experiment, job_type="report", reinit="finish_previous",
-                     config={"experiment": experiment, "report_dir": str(out), "runs": len(df)})
+                     config={"experiment": experiment, "report_dir": str(out), "runs": len(df)},
+                     settings=wandb.Settings(silent=True))
     logged: dict[str, Any] = {name: as_table(_read_csv(Path(out) / file)) for name, file in TABLES.items()}
     comparisons = _read_csv(Path(out) / TABLES["comparisons"])
     verdicts = comparisons[[c for c in VERDICT_COLUMNS if c in comparisons]] if len(comparisons) else comparisons
@@ -127,7 +128,7 @@ def upload_records(df: pd.DataFrame, target: Target = Target()) -> list[Path]:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
         run_dir = Path(path).parent
         run = init_run(record, run_dir, project=target.project, entity=target.entity, mode=target.mode,
-                       root=target.root)
+                       root=target.root, quiet=True)
         for entry in record.get("history") or []:
             if isinstance(entry, dict):
                 row = {"epoch": entry.get("epoch"), "train/epoch_loss": entry.get("train_loss")}

@@ -90,8 +90,9 @@ def run_name(record: dict[str, Any], run_dir: str | Path) -> str:
 
 
 def init_run(record: dict[str, Any], run_dir: str | Path, *, project: str = "peftbench", entity: str | None = None,
-             mode: str = "offline", group: str | None = None, root: str | Path = ".") -> Any:
-    """A W&B run for this record: named like its folder, grouped per cell, its folder in ``<root>/wandb/``."""
+             mode: str = "offline", group: str | None = None, root: str | Path = ".", quiet: bool = False) -> Any:
+    """A W&B run for this record: named like its folder, grouped per cell, its folder in ``<root>/wandb/``
+    (``quiet``: without W&B's own lines, for uploads of many records)."""
     import wandb
 
     Path(root).mkdir(parents=True, exist_ok=True)
@@ -99,7 +100,8 @@ def init_run(record: dict[str, Any], run_dir: str | Path, *, project: str = "pef
               "run_key": record.get("run_key"), "precision": record_scalars(record)["precision"]}
     return wandb.init(project=project, entity=entity, mode=mode, dir=str(root), name=run_name(record, run_dir),
                       group=group or cell_group(record), job_type=record["method"], config=config,
-                      reinit="finish_previous", tags=[record["method"], record["task"], record["model"]])
+                      reinit="finish_previous", tags=[record["method"], record["task"], record["model"]],
+                      settings=wandb.Settings(silent=True) if quiet else None)
 
 
 def log_record(run: Any, record: dict[str, Any], run_dir: str | Path) -> None:
