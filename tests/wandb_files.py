@@ -68,8 +68,10 @@ class OfflineRun:
 def read_run(folder: Path, wait_s: float = 30.0) -> OfflineRun:
     """The run in an ``offline-run-*`` folder, once its log holds the exit record: ``run.finish()`` returns before
     W&B's service has flushed the whole log, so it is read again until it does (at most `wait_s`)."""
-    (log,) = folder.glob("*.wandb")
     deadline = time.monotonic() + wait_s
+    while not any(folder.glob("*.wandb")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # a service shared with another process may create it late
+    (log,) = folder.glob("*.wandb")
     run = _parse(log)
     while run.exit_code is None and time.monotonic() < deadline:
         time.sleep(0.2)
