@@ -50,7 +50,18 @@ def main(argv: list[str] | None = None) -> int:
         help="print, for each cell whose chosen lr is the lowest/highest of its grid, the command that runs it one "
         "x2 step past that edge (into the single DIR given), and write nothing",
     )  # fmt: skip
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the report to W&B: tables, native charts, the figures (one run)")
+    parser.add_argument("--runs", action="store_true",
+                        help="with --wandb: also log each completed record as a W&B run, without retraining")
+    parser.add_argument("--wandb-project", default="peftbench", help="W&B project (default %(default)s)")
+    parser.add_argument("--wandb-mode", choices=("offline", "online"), default=None,
+                        help="W&B mode (default: $WANDB_MODE, else offline)")
+    parser.add_argument("--wandb-dir", type=Path, default=Path("."),
+                        help="the folder W&B's runs go to, as <dir>/wandb/ (default: here; `wandb sync` there)")
     args = parser.parse_args(argv)
+    if args.runs and not args.wandb:
+        parser.error("--runs logs records to W&B: add --wandb")
     try:
         specs = [compare.parse_compare(text) for text in args.compare]
     except ValueError as err:
@@ -98,7 +109,25 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     for path in written.files:
         print(f"wrote {path}")
+    if args.wandb:
+        log_to_wandb(df, out, args)
     return 0
+
+
+def log_to_wandb(df, out: Path, args: argparse.Namespace) -> None:
+    """The report (and with ``--runs`` the records) as W&B runs, and where they went."""
+    import os
+
+    from peftbench.analysis.wandb_report import Target, log_report, upload_records
+
+    mode = args.wandb_mode or os.environ.get("WANDB_MODE") or "offline"
+    target = Target(project=args.wandb_project, mode=mode, root=args.wandb_dir)
+    runs = upload_records(df, target) if args.runs else []
+    if runs:
+        print(f"W&B: logged {len(runs)} record(s) as runs in {args.wandb_dir / 'wandb'}")
+    print(f"W&B: logged the report as run {log_report(df, out, target)}")
+    if mode == "offline":
+        print(f"W&B: offline; upload with: cd {args.wandb_dir} && wandb sync --yes")
 
 
 if __name__ == "__main__":

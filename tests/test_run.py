@@ -27,6 +27,7 @@ def run_cli(tmp_path: Path, glue_dir: Path, cache_dir: Path, *args: str,
             wandb_mode: str | None = "disabled") -> subprocess.CompletedProcess:
     env = {**os.environ, "PEFTBENCH_GLUE_DIR": str(glue_dir), "HF_HUB_OFFLINE": "1"}
     env.pop("WANDB_MODE", None)
+    env.pop("WANDB_SERVICE", None)  # a W&B service this test process started: the command starts its own
     if wandb_mode is not None:
         env["WANDB_MODE"] = wandb_mode
     cmd = [sys.executable, "-m", "peftbench", *args, f"results_root={tmp_path / 'multirun'}",

@@ -66,6 +66,24 @@ def _specs_of(record: dict):
     return OmegaConf.to_object(OmegaConf.merge(schema, config))
 
 
+def read_run_record(run_dir: str | Path) -> dict:
+    """The record of a completed run folder (an `ArtefactError` otherwise), without loading anything else."""
+    run_dir = Path(run_dir)
+    record_path = run_dir / "result.json"
+    if not record_path.is_file():
+        raise ArtefactError(f"{run_dir}: no result.json; load_run needs a run folder")
+    record = json.loads(record_path.read_text())
+    if record.get("status") != "completed":
+        raise ArtefactError(f"{run_dir}: the run is {record.get('status')!r}, not completed")
+    return record
+
+
+def run_specs(run_dir: str | Path):
+    """The resolved specs (`peftbench.run.config.RunConfig`) of a completed run, from its record alone: what a
+    command checks before it loads the model (an export's refusal)."""
+    return _specs_of(read_run_record(run_dir))
+
+
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
     """The trained model of a completed run: base weights, the method, then the saved tensors (``save=modules``
     or ``full``). The model is in eval mode; ``model.peftbench_run`` holds the specs and the tokenizer."""
@@ -77,12 +95,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.n
     from peftbench.space.inject import apply_method, export_reparameterisations
 
     run_dir = Path(run_dir)
-    record_path = run_dir / "result.json"
-    if not record_path.is_file():
-        raise ArtefactError(f"{run_dir}: no result.json; load_run needs a run folder")
-    record = json.loads(record_path.read_text())
-    if record.get("status") != "completed":
-        raise ArtefactError(f"{run_dir}: the run is {record.get('status')!r}, not completed")
+    record = read_run_record(run_dir)
     path = run_dir / ARTEFACT
     if not path.is_file():
         saved = (record.get("artefact") or {}).get("save", "not recorded")
@@ -111,12 +124,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.n
 
 def predict_run(run_dir: str | Path, split: str | None = None):
     """The reloaded model's predictions on an evaluation split (default: the task's main one), in dataset order,
-    with the references: what the run scored, recomputed."""
-    from accelerate import Accelerator
-
+    with the references: what the run scored, recomputed, under the run's autocast (bf16 runs too), in a process
+    that may already have reloaded or trained runs of another precision."""
     from peftbench.run.data import load_glue, subsample
     from peftbench.run.evaluate import eval_split, predict
-    from peftbench.run.precision import fp32_regression_head
+    from peftbench.run.precision import accelerator_at, fp32_regression_head
     from peftbench.run.tasks import get_task
     from peftbench.run.tokenisation import make_collator, tokenize_glue
 
@@ -130,7 +142,8 @@ def predict_run(run_dir: str | Path, split: str | None = None):
     mixed = model.peftbench_run["record"].get("mixed_precision") or "no"
     if model.peftbench_run["record"].get("head_precision") == "fp32":
         fp32_regression_head(model, info.name)  # as the run computed its predictions
-    accelerator = Accelerator(cpu=True, mixed_precision=mixed if mixed != "fp16" else "no")
+    accelerator = accelerator_at(mixed if mixed != "fp16" else "no", cpu=True)
     loader = eval_split(split, dataset, specs.train.eval_batch_size, make_collator(tokenizer))
-    loader.loader = accelerator.prepare(loader.loader)
+    # prepared like the run's model: under bf16 its forward runs in the run's autocast
+    model, loader.loader = accelerator.prepare(model, loader.loader)
     return predict(model, loader, accelerator, info.name)

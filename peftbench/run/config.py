@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, read_write
 
 from peftbench.run.models import ModelSpec, model_config, resolve_source
 from peftbench.space.presets import CONF_DIR
@@ -150,7 +150,8 @@ class LoggerSpec:
     project: str = "peftbench"
     entity: str | None = None
     mode: str = "offline"  # online | offline | disabled
-    group: str | None = None  # None: sweep/method/task
+    group: str | None = None  # None: the run's cell (peftbench.run.tracking.cell_group)
+    dir: str = "."  # W&B's folders go to <dir>/wandb/, where `wandb sync` run from <dir> finds them
 
 
 @dataclass
@@ -231,8 +232,27 @@ def compose(overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bo
         return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=hydra)
 
 
+def name_model_from_path(cfg: DictConfig) -> None:
+    """A model given by path under a preset's name (``model.pretrained=<dir>`` with ``model=minilm``, the default)
+    is other weights: in place, it is named after the path's last folder and loses the preset's ``hub_id``, so that
+    the record, the report and W&B do not call it ``minilm``. A model named on the command line keeps its name."""
+    model = cfg.get("model")
+    preset = CONF_DIR / "model" / f"{model.get('name') if model is not None else ''}.yaml"
+    if model is None or not model.get("pretrained") or not preset.is_file():
+        return
+    own = OmegaConf.load(preset).get("pretrained")
+    if str(model.pretrained) == str(own) or (own and resolve_source(str(model.pretrained)) == resolve_source(own)):
+        return  # the preset's own weights, however written
+    folder = Path(str(model.pretrained).removeprefix("pkg:").rstrip("/")).name
+    with read_write(model):
+        model.name = re.sub(r"[^A-Za-z0-9_.-]+", "_", folder) or model.name
+        model.hub_id = None
+
+
 def to_specs(cfg: DictConfig) -> RunConfig:
-    """Build the typed, validated specs from a composed config (raises SpecError on impossible combinations)."""
+    """Build the typed, validated specs from a composed config (raises SpecError on impossible combinations); a
+    model given by path is named in `cfg` first (`name_model_from_path`)."""
+    name_model_from_path(cfg)
     check_known_keys(cfg)
     for slot, module in cfg.method.modules.items():  # validate each module under its full name first
         try:

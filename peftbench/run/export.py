@@ -3,7 +3,10 @@
 ``--to peft``: methods Hugging Face peft can express as LoRA (with DoRA, rsLoRA, PiSSA), IA3 or VeRA — every module
 of one of those kinds (`peftbench.run.peft_format`), one rank and scale, no other base parameter trained — with the
 task head as ``modules_to_save``. ``PeftModel.from_pretrained(base, OUT)`` then computes the run's logits (peft's
-scaling lora_alpha / r equals our s). Other methods get a one-line refusal.
+scaling lora_alpha / r equals our s); its ``base_model_name_or_path`` is the local folder the run's weights came from
+where there is one, so ``AutoPeftModelForSequenceClassification.from_pretrained(OUT)`` works offline (on another
+machine, set it to the record's ``config.model.hub_id``). Other methods get a one-line refusal, from the record,
+before the model loads.
 
 ``--merged``: the run's model with every module that is linear in the weight it modifies (LoRA, DoRA, VeRA, PiSSA,
 IA3) merged into that weight, saved with ``save_pretrained`` (plus the tokenizer): zero added inference latency,
@@ -18,7 +21,8 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from peftbench.run.artefacts import load_run
+from peftbench.run.artefacts import load_run, run_specs
+from peftbench.run.models import ModelSpec, resolve_source
 from peftbench.run.peft_format import peft_adapter, peft_kind
 from peftbench.space.arch import arch_for
 from peftbench.space.inject import mergeable_wrappers
@@ -51,16 +55,23 @@ def peft_refusal(spec: MethodSpec) -> str | None:
     return None
 
 
+def base_model_source(spec: ModelSpec) -> str | None:
+    """What ``base_model_name_or_path`` names: the local folder the run's weights were loaded from where there is
+    one (so that ``AutoPeftModel*.from_pretrained(OUT)`` works offline), else the hub id."""
+    local = resolve_source(spec.pretrained)
+    return str(Path(local).resolve()) if local and Path(local).is_dir() else spec.hub_id or spec.pretrained
+
+
 def to_peft(run_dir: str | Path, out: str | Path) -> Path:
-    """Write the run as a peft adapter (LoRA, IA3 or VeRA) in ``out``; returns ``out``."""
-    model = load_run(run_dir)
-    specs = model.peftbench_run["specs"]
-    refusal = peft_refusal(specs.method)
+    """Write the run as a peft adapter (LoRA, IA3 or VeRA) in ``out``; returns ``out``. A method peft cannot
+    express is refused from the record, before the model loads."""
+    refusal = peft_refusal(run_specs(run_dir).method)
     if refusal:
         raise ExportError(refusal)
+    model = load_run(run_dir)
+    specs = model.peftbench_run["specs"]
     config, tensors = peft_adapter(model, specs.method, list(arch_for(model).head))
-    model_spec = specs.model
-    config["base_model_name_or_path"] = model_spec.hub_id or model_spec.pretrained
+    config["base_model_name_or_path"] = base_model_source(specs.model)
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,12 +95,13 @@ def merged_refusal(spec: MethodSpec) -> str | None:
 
 
 def to_merged(run_dir: str | Path, out: str | Path) -> Path:
-    """Write the run's model with its linear modules merged, as a plain transformers checkpoint."""
-    model = load_run(run_dir)
-    specs, tokenizer = model.peftbench_run["specs"], model.peftbench_run["tokenizer"]
-    refusal = merged_refusal(specs.method)
+    """Write the run's model with its linear modules merged, as a plain transformers checkpoint (refused from the
+    record, before the model loads, where it cannot be)."""
+    refusal = merged_refusal(run_specs(run_dir).method)
     if refusal:
         raise ExportError(refusal)
+    model = load_run(run_dir)
+    tokenizer = model.peftbench_run["tokenizer"]
     for name, wrapper in mergeable_wrappers(model).items():
         wrapper.merge()
         parent, _, child = name.rpartition(".")

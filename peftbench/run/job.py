@@ -123,8 +123,8 @@ def _job(cfg: DictConfig) -> dict:
     from peftbench.run.record import base_record, find_completed
 
     run_dir = HydraConfig.get().runtime.output_dir
+    specs = to_specs(cfg)  # first: it names a model given by path in cfg (`name_model_from_path`)
     config = as_plain(cfg)
-    specs = to_specs(cfg)
     from peftbench.run.precision import resolve_mixed_precision
 
     # the precision this machine will compute in (auto: bf16 where native, else fp32) is part of the run key

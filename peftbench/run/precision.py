@@ -1,10 +1,15 @@
 """The precision a run computes in, and what a rerun of it may promise: ``train.mixed_precision=auto`` resolved for
-this machine, a regression head kept in fp32 under autocast, and the record's ``determinism``.
+this machine, the accelerator at that precision, a regression head kept in fp32 under autocast, and the record's
+``determinism``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 
 from peftbench.run.tasks import get_task
 from peftbench.space.arch import arch_for
@@ -44,6 +49,14 @@ def resolve_mixed_precision(setting: str, force_cpu: bool = False) -> str:
     if torch.cuda.is_available() and not force_cpu:
         return "bf16" if torch.cuda.is_bf16_supported() else "no"
     return "bf16" if cpu_supports_bf16() else "no"
+
+
+def accelerator_at(mixed_precision: str, **kwargs: Any) -> Accelerator:
+    """An ``Accelerator`` computing at `mixed_precision` (``no`` / ``bf16`` / ``fp16``), also in a process where an
+    earlier run or reload had another: accelerate keeps one precision per process and refuses a second, so this
+    one replaces it (the process group of a data-parallel run, accelerate's ``PartialState``, is kept)."""
+    AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision, **kwargs)
 
 
 def fp32_regression_head(model: torch.nn.Module, task: str) -> bool:

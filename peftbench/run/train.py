@@ -35,7 +35,7 @@ from peftbench.run.evaluate import (
     score_dev,
 )
 from peftbench.run.latency import inference_cost
-from peftbench.run.precision import determinism, fp32_regression_head, resolve_mixed_precision
+from peftbench.run.precision import accelerator_at, determinism, fp32_regression_head, resolve_mixed_precision
 from peftbench.run.setup import Prepared
 from peftbench.run.tasks import get_task
 from peftbench.space.inject import export_reparameterisations
@@ -140,8 +140,8 @@ def build_loop(cfg: RunConfig, prep: Prepared) -> Loop:
     cpu = cfg.train.cpu or not (torch.cuda.is_available() or torch.backends.mps.is_available())
     # The scheduler steps once per optimizer step, counted over this process's batches, so that N processes of
     # batch b follow the schedule of one process of batch N·b (accelerate would otherwise step it N times).
-    accelerator = Accelerator(cpu=cpu, step_scheduler_with_optimizer=False,
-                              mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision, cfg.train.cpu))
+    accelerator = accelerator_at(resolve_mixed_precision(cfg.train.mixed_precision, cfg.train.cpu), cpu=cpu,
+                                 step_scheduler_with_optimizer=False)  # a sweep's runs of two precisions, one process
     task, lr = cfg.task.name, effective_lr(cfg)
     sampler = train_sampler(row_lengths(prep.train), cfg.train.batch_size, cfg.seed, cfg.train.group_by_length)
     train_dl = DataLoader(prep.train, batch_size=cfg.train.batch_size, sampler=sampler, collate_fn=prep.collator,
