@@ -5,7 +5,8 @@ loaded base model (the same architecture and head, no method) on the same dev ba
 rounds so that machine noise falls on both alike, and takes the ratio of their fastest rounds. Where the method has
 linear modules beside weights (LoRA), it merges them and measures again. ``train.inference_batches`` sets how many dev
 batches (spread over the length-sorted dev set: long and short ones; 32 rows each) each round times; 0 switches it
-off. The cost: ~5-10 s per MiniLM run.
+off, the default of an ad-hoc run (the experiment settings time 2). The cost: ~5-10 s per MiniLM run, about as
+long as a 1-minute smoke run itself.
 """
 
 from __future__ import annotations
