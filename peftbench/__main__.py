@@ -24,6 +24,24 @@ from peftbench.run.sweep import normalise_argv
 from peftbench.run.validate import validate_command_line
 from peftbench.space.presets import CONF_DIR
 
+#: Hydra's flags that print help and run nothing (--cfg prints a job's config: that one is validated)
+HELP_FLAGS = ("-h", "--help", "--hydra-help", "--info", "-i")
+#: Hydra's flags that print the config instead of running it, with the value each takes (--cfg job)
+PRINT_FLAGS = {"--cfg": 1, "-c": 1, "--package": 1, "-p": 1, "--resolve": 0}
+
+
+def without_print_flags(argv: list[str]) -> list[str]:
+    """The command line as a run would be validated: ``--cfg job``, ``--package P`` and ``--resolve`` left out."""
+    out, skip = [], 0
+    for arg in argv:
+        if skip:
+            skip -= 1
+        elif arg in PRINT_FLAGS:
+            skip = PRINT_FLAGS[arg]
+        else:
+            out.append(arg)
+    return out
+
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float:
@@ -36,9 +54,8 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = normalise_argv(sys.argv[1:])
     sys.argv[1:] = argv  # what Hydra parses
-    if not any(a in ("-h", "--help", "--hydra-help", "--info", "--cfg", "-c") or a.startswith("--info")
-               for a in argv):
-        validate_command_line(argv)
+    if not any(a in HELP_FLAGS or a.startswith("--info") for a in argv):
+        validate_command_line(without_print_flags(argv))  # --cfg prints what a run would get: validated alike
     import tempfile
 
     handle, log = tempfile.mkstemp(prefix="peftbench-failed-", suffix=".txt")

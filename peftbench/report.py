@@ -2,8 +2,8 @@
 
 ``python -m peftbench.report DIR [DIR ...] [--out OUTDIR] [--task T] [--compare A:B ...]`` writes into
 OUTDIR (default: the first DIR) what `peftbench.analysis.report.write_report` writes: summary.md, summary.csv,
-cells.csv, cells_by_lr.csv, comparisons.csv, budget_vs_score.png and, where runs timed their inference,
-pareto.png; then prints Table 2, the comparisons, the counts and the runs still in flight. ``--next-lrs`` and
+cells.csv, cells_by_lr.csv, comparisons.csv, budget_vs_score.png and pareto.png (score against parameters,
+training time and, where runs timed it, inference cost); then prints Table 2, the comparisons, the counts and the runs still in flight. ``--next-lrs`` and
 ``--next-evals N`` write nothing and print the commands that extend a cell's lr grid past its edge or run its
 missing evaluation seeds (`peftbench.analysis.next_runs`).
 """

@@ -215,7 +215,8 @@ def test_a_new_module_slot_can_be_added_from_the_command_line(overrides):
 
 
 def test_a_new_slot_is_validated_like_any_module():
-    assert "Key 'rank' not in 'ModuleSpec'" in spec_error(["+method.modules.extra.rank=4"])
+    assert "unknown key 'method.modules.extra.rank'; valid keys of method.modules.extra (ModuleSpec): form," in \
+        spec_error(["+method.modules.extra.rank=4"])
     slot = ["+method.modules.extra.form=low_rank", "+method.modules.extra.representation=[attn_q]"]
     clash = spec_error(slot)
     assert clash.startswith("method.modules.extra and method.modules.attn both modify 'attn_q'")
@@ -375,7 +376,7 @@ def test_cli_accepts_multirun_flag_after_overrides_and_new_slots(tmp_path):
     [("+train.epoch=5", "unknown key 'train.epoch'; valid keys of train: epochs, batch_size"),
      ("+train.epoch=5", "did you mean train.epochs?"),
      ("++data.max_train_sample=5", "unknown key 'data.max_train_sample'"),
-     ("+method.modules.attn.rank=4", "Key 'rank' not in 'ModuleSpec'"),
+     ("+method.modules.attn.rank=4", "unknown key 'method.modules.attn.rank'; valid keys of method.modules.attn"),
      ("+nosuch=1", "unknown key 'nosuch'"),
      ("+method.nosuch=1", "unknown key 'method.nosuch'")],
 )

@@ -66,7 +66,7 @@ CASES = [
     ("unknown method", ["method=nosuch"], None, 2, "Could not find 'method/nosuch'; valid: adapter, bitfit"),
     ("unknown task", ["task=nosuch"], None, 2, "Could not find 'task/nosuch'; valid: cola, mnli"),
     ("unknown model", ["model=nosuch"], None, 2, "Could not find 'model/nosuch'; valid: bert_base"),
-    ("unknown key", ["train.nosuchkey=1"], None, 2, "Could not override 'train.nosuchkey'; Key 'nosuchkey' not in"),
+    ("unknown key", ["train.nosuchkey=1"], None, 2, "unknown key 'train.nosuchkey'; valid keys of train (TrainSpec): epochs"),
     ("unknown added key", ["+nosuch=1"], None, 2, "unknown key 'nosuch'; valid top-level keys: method, model"),
     ("wrong type", ["train.epochs=abc"], None, 2, "train.epochs=abc; Value 'abc' of type 'str' could not be converted"),
     ("wrong seed type", ["seed=abc"], None, 2, "seed=abc; Value 'abc' of type 'str' could not be converted"),

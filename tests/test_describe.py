@@ -104,7 +104,7 @@ def test_cli_prints_json():
     [
         (["method=loraa"], "Could not find 'method/loraa'; valid: adapter, bitfit"),
         (["model=gpt5"], "Could not find 'model/gpt5'; valid: bert_base, minilm"),
-        (["method=lora", "method.modules.attn.rank=4"], "Key 'rank' not in 'ModuleSpec'"),
+        (["method=lora", "method.modules.attn.rank=4"], "did you mean method.modules.attn.r?"),
         (["method=pa", "method.modules.adapter.composition=gate"], "method.modules.adapter: composition=gate"),
     ],
 )

@@ -117,9 +117,17 @@ def test_the_report_shows_cost_per_cell_and_a_pareto_plot(tmp_path):
     assert "| sst2 | lora (" in text and "| 90.0 | 50 | 1.35 | 1.00 | 2 |" in text  # medians over the 2 runs
     assert "| 91.0 | 60 | 1.15 | — | 2 |" in text
     assert (tmp_path / "out" / "pareto.png").stat().st_size > 10_000
-    # records without a measurement: no cost section, no Pareto plot
+    # records without a measurement: no cost section; the Pareto figure has no inference panel (issue 28: score
+    # against parameters is drawn for every report)
     for seed in range(2):
         write(tmp_path / "old" / f"lora{seed}", make_record("lora", seed, 0.9))
     assert report.main([str(tmp_path / "old"), "--out", str(tmp_path / "old_out")]) == 0
     assert "Cost per cell" not in (tmp_path / "old_out" / "summary.md").read_text()
-    assert not (tmp_path / "old_out" / "pareto.png").exists()
+    from peftbench.analysis import costs
+    from peftbench.analysis.cells import summarize
+    from peftbench.analysis.plots import plot_pareto
+    from peftbench.analysis.records import load_records
+
+    df, _ = load_records([tmp_path / "old"])
+    fig = plot_pareto(costs.cost_frame(df, summarize(df)), tmp_path / "p.png")
+    assert [ax.get_xlabel() for ax in fig.axes] == ["fine-tuned parameters (% of the base model)"]

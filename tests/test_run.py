@@ -79,9 +79,14 @@ def test_sweep_and_resume(tmp_path, glue_dir, cache_dir):
     for r in done:  # each record keeps its own job's overrides (what `report --next-lrs` rebuilds a command from)
         assert f"method={r['method']}" in r["overrides"] and "task=sst2" in r["overrides"]
         assert "method=lora,mam" not in r["overrides"] and "data.max_train_samples=96" in r["overrides"]
+    table = out.stdout.split("peftbench: 2 job(s) in ", 1)[1].splitlines()[1:]  # the sweep ends with its runs
+    assert table[0].split() == ["job", "status", "score", "×100", "time"]
+    assert [row.split()[:3] for row in table[1:3]] == [["0_lora_sst2_s0", "completed", "accuracy"],
+                                                       ["1_mam_sst2_s0", "completed", "accuracy"]]
     again = run_cli(tmp_path, glue_dir, cache_dir, "-m", "method=lora,mam", "task=sst2", *SMALL)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("skipping") == 2
+    assert again.stdout.count("  skipped  accuracy ") == 2  # resumed jobs show the record they found
     assert len(records(tmp_path / "multirun")) == 2  # nothing ran twice
 
 

@@ -5,8 +5,8 @@ Records (`peftbench.analysis.records.load_records`: one row per run, unusable re
 (`peftbench.analysis.tables`: paper Table 2, the per-lr table), costs (`peftbench.analysis.costs`), comparisons
 (`peftbench.analysis.compare`) and figures (`peftbench.analysis.plots`) → summary.md, summary.csv (one row per
 run, failed ones included), cells.csv (one row per cell at its chosen lr), cells_by_lr.csv (one row per cell × lr),
-comparisons.csv, budget_vs_score.png and, where runs timed their inference, pareto.png. summary.md holds only what
-the records say, so that a fresh clone regenerates it byte for byte; the runs in flight (`claims_lines`) are
+comparisons.csv, budget_vs_score.png and pareto.png (score against parameters, training time and, where runs
+timed it, inference cost). summary.md holds only what the records say, so that a fresh clone regenerates it byte for byte; the runs in flight (`claims_lines`) are
 this machine's state and are printed only.
 """
 
@@ -28,7 +28,7 @@ from peftbench.analysis.tables import counts_line, markdown_lr_table, markdown_t
 @dataclass
 class Written:
     """What `write_report` wrote: the Table 2 text and the comparisons' (both printed by the command), the files in
-    the order the command names them, and pareto.png where there was one to draw."""
+    the order the command names them, and pareto.png where there was one to draw (a cell with a score)."""
 
     table: str
     comparisons: str
@@ -70,7 +70,9 @@ def write_report(
         "\n".join([body, "", counts_line(df, problems), "", precision_line(df), "", *problem_lines]).rstrip() + "\n"
     )
     plot_budget_vs_score(df, out / "budget_vs_score.png")
-    pareto = out / "pareto.png" if plot_pareto(cost, out / "pareto.png") is not None else None
+    pareto = out / "pareto.png" if plot_pareto(cost, out / "pareto.png", cells) is not None else None
+    if pareto is None:  # a figure of records no longer reported (e.g. moved away) must not stay beside them
+        (out / "pareto.png").unlink(missing_ok=True)
     files = [out / name for name in [*frames, "summary.md", "budget_vs_score.png"]]
     return Written(table, compared if len(comparisons) else "", problem_lines, files, pareto)
 

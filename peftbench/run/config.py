@@ -22,7 +22,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf, read_write
 
 from peftbench.run.models import ModelSpec, model_config, resolve_source
 from peftbench.space.presets import CONF_DIR
-from peftbench.space.spec import MethodSpec, ModuleSpec, SpecError, parse_layers
+from peftbench.space.spec import MethodSpec, ModuleSpec, PromptSpec, SpecError, parse_layers
 
 MIN_MAX_LENGTH = 8  # room for the special tokens and a few of each segment's tokens
 SELECT_ON = ("held_out", "last")
@@ -120,7 +120,8 @@ class TrainSpec:
     threads: int | None = None  # torch CPU threads (None: torch's default)
     log_every: int = 10
     progress: bool = True
-    inference_batches: int = 2  # dev batches timed against the frozen base model (peftbench.run.latency); 0 = off
+    inference_batches: int = 0  # dev batches timed against the frozen base model (peftbench.run.latency); 0 = off
+    # (off for an ad-hoc run, whose wall time it would double on a CPU; the experiment settings time 2)
     checkpoint: bool = True  # save the training state each epoch (and on SIGTERM) so a rerun resumes the run
     keep_checkpoint: bool = False  # keep it after the run completes (results_root/.checkpoints/<run_key>.pt)
 
@@ -278,7 +279,7 @@ def check_known_keys(cfg: DictConfig, where: str = "") -> None:
             if key in valid or (not where and key == "hydra"):
                 continue
             name = f"{where}{key}"
-            close = difflib.get_close_matches(str(key), valid, n=1)
+            close = closest(str(key), valid)
             scope = f"valid keys of {where.rstrip('.')}" if where else "valid top-level keys"
             hint = f"; did you mean {where}{close[0]}?" if close else ""
             raise SpecError(f"unknown key {name!r}; {scope}: {', '.join(valid)}{hint} (a key added with + must be "
@@ -388,10 +389,50 @@ def check_layers(specs: RunConfig) -> None:
             raise SpecError(f"method.modules.{slot}.{message}") from None
 
 
+#: names users reach for that a schema spells otherwise (ModuleSpec's bottleneck dimension / rank is ``r``)
+ALIASES = {"rank": "r", "dim": "r", "bottleneck": "r", "alpha": "scale", "lora_alpha": "scale"}
+_NOT_IN = re.compile(r"Key '([^']+)' not in '(\w+)'")
+_OVERRIDE = re.compile(r"Could not override '([^']+)'")
+
+
+def closest(key: str, valid: list[str]) -> list[str]:
+    """The valid field a mistyped `key` most likely meant: an alias, a close spelling, or a prefix of it."""
+    if ALIASES.get(key) in valid:
+        return [ALIASES[key]]
+    return difflib.get_close_matches(key, valid, n=1) or sorted(
+        (v for v in valid if key.startswith(v) or v.startswith(key)), key=len, reverse=True)[:1]
+
+
+def unknown_key_message(text: str) -> str | None:
+    """Hydra's "Could not override 'a.b.k' ... Key 'k' not in 'Schema'" in the words of `check_known_keys`: the
+    valid fields of that schema, nested ones (``method.modules.attn.rank``: ModuleSpec) too, and "did you mean"."""
+    found = _NOT_IN.search(text)
+    schemas = (RunConfig, TaskSpec, DataSpec, TrainSpec, LoggerSpec, ModelSpec, MethodSpec, ModuleSpec, PromptSpec)
+    schema = {s.__name__: s for s in schemas}.get(found[2]) if found else None
+    if schema is None:
+        return None
+    key, override = found[1], _OVERRIDE.search(text)
+    dotted = override[1] if override and override[1].endswith(key) else key
+    where = dotted[: -len(key)]
+    valid = [f.name for f in fields(schema)]
+    close = closest(key, valid)
+    hint = f"; did you mean {where}{close[0]}?" if close else ""
+    return f"unknown key {dotted!r}; valid keys of {where.rstrip('.') or 'the config'} ({found[2]}): {', '.join(valid)}{hint}"
+
+
 def one_line_error(err: BaseException) -> str:
-    """One line from Hydra/OmegaConf errors, which span lines and chain causes (the key, the valid options)."""
-    parts: list[str] = []
+    """One line from Hydra/OmegaConf errors, which span lines and chain causes (the key, the valid options); an
+    unknown key as `unknown_key_message` words it."""
+    chain: list[str] = []
     seen: BaseException | None = err
+    while seen is not None and len(chain) < 5:
+        chain.append(str(seen))
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    message = unknown_key_message("\n".join(chain))
+    if message:
+        return message
+    parts: list[str] = []
+    seen = err
     while seen is not None and len(parts) < 3:
         text = str(seen)
         lines = [line.strip() for line in text.strip().splitlines() if line.strip()]

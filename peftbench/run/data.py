@@ -6,7 +6,9 @@ Both sources give the same schema, the hub's (`nyu-mll/glue`): the task's text f
 - `source="local"` reads the standard GLUE download layout (`SST-2/train.tsv`, `MNLI/dev_matched.tsv`, ...)
   with quoting disabled, checking every row's column count and label; a bad row raises `DataError`
   naming the file and line.
-- `source="hub"` calls `datasets.load_dataset("nyu-mll/glue", task)` (needs network or a warm HF cache).
+- `source="hub"` calls `datasets.load_dataset("nyu-mll/glue", task)` (needs network or a warm HF cache). With
+  ``HF_HUB_OFFLINE`` set, or the hub unreachable (`hub_offline`: one TCP connect, 3 s at most), it reads the
+  cache only, so a missing task fails at once instead of after five retries.
 
 The task facts are `peftbench.run.tasks`; tokenisation is `peftbench.run.tokenisation`. Model selection uses
 `split_for_selection` (a part of train held out); the dev set is only reported. Nothing here imports torch or
@@ -116,10 +118,44 @@ def absolute_path(path: str | os.PathLike) -> Path:
         return path.resolve()
 
 
+def hub_offline(timeout_s: float = 3.0) -> str | None:
+    """Why the hub cannot be reached (``HF_HUB_OFFLINE`` set, or no TCP connection to its endpoint within
+    `timeout_s`); None when it can, or when a proxy is configured (which a direct connection does not test)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "offline (HF_HUB_OFFLINE is set)"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
+    except OSError as err:
+        return f"unreachable ({url.hostname}:{port}: {err.strerror or err})"
+    return None
+
+
 def _load_hub(info: TaskInfo, splits: tuple[str, ...]) -> DatasetDict:
     import datasets
+    from huggingface_hub import constants
 
-    dsd = datasets.load_dataset(HUB_DATASET, info.name)
+    offline = hub_offline()
+    if offline is None:
+        dsd = datasets.load_dataset(HUB_DATASET, info.name)
+    else:  # the cache only: no request, so no retries (huggingface_hub retries a failing request five times)
+        saved = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
+        constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+        try:
+            dsd = datasets.load_dataset(HUB_DATASET, info.name)
+        except Exception as err:
+            raise ConnectionError(f"the hub is {offline} and {HUB_DATASET}/{info.name} is not in the datasets "
+                                  "cache") from err
+        finally:
+            constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
     missing = [s for s in splits if s not in dsd]
     if missing:
         raise DataError(f"{HUB_DATASET}/{info.name} has no split(s) {missing}; it has: {', '.join(dsd)}")

@@ -121,6 +121,7 @@ def _checkpoint(cfg: DictConfig, key: str) -> Path | None:
 def _job(cfg: DictConfig) -> dict:
     from peftbench.run.claims import Claim
     from peftbench.run.record import base_record, find_completed
+    from peftbench.run.summary import note_skipped
 
     run_dir = HydraConfig.get().runtime.output_dir
     specs = to_specs(cfg)  # first: it names a model given by path in cfg (`name_model_from_path`)
@@ -149,6 +150,7 @@ def _job(cfg: DictConfig) -> dict:
             if isinstance(claim, Claim):
                 claim.release()
             print(f"peftbench: skipping {what}: completed record {done}")
+            note_skipped(run_dir, done)
             return {"status": "skipped", "path": str(done)}
         if isinstance(claim, Claim) and claim.taken_over:
             print(f"peftbench: {what}: rerunning an abandoned run (pid {claim.taken_over.get('pid')} on "

@@ -6,7 +6,8 @@ rounds so that machine noise falls on both alike, and takes the ratio of their f
 modules that merge into the weight they modify (LoRA, DoRA, VeRA, IA3), it merges them and measures again.
 ``train.inference_batches`` sets how many dev
 batches (spread over the length-sorted dev set: long and short ones; 32 rows each) each round times; 0 switches it
-off. The cost: ~5-10 s per MiniLM run.
+off, the default of an ad-hoc run (the experiment settings time 2). The cost: ~5-10 s per MiniLM run, about as
+long as a 1-minute smoke run itself.
 """
 
 from __future__ import annotations

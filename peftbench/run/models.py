@@ -9,6 +9,7 @@ can be computed on the meta device without any weights, and tiny random models n
 from __future__ import annotations
 
 import importlib.util
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,15 +96,47 @@ def load_model(spec: ModelSpec, num_labels: int = 2, device: str | torch.device 
     return model.to(device)
 
 
-def _from_pretrained(auto, spec: ModelSpec, config: PretrainedConfig, **kwargs):
-    """``auto.from_pretrained`` from the spec's weights (a GGUF file where it names one), errors in one line."""
+#: the heads a task model adds to pretrained weights: missing from every checkpoint, by design
+NEW_HEADS = ("classifier.", "score.")
+_reported: set[tuple[str, tuple[str, ...]]] = set()
+log = logging.getLogger(__name__)
+
+
+class _NoLoadReport(logging.Filter):
+    """Drops transformers' LOAD REPORT, a table that says at every load of a run (the model, then the base model
+    the inference cost is timed against) that the new classifier head is missing; `_note_missing` says in one line,
+    once, what is missing beyond the head."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
+def _from_pretrained(auto, spec: ModelSpec, config: PretrainedConfig, output_loading_info: bool = False, **kwargs):
+    """``auto.from_pretrained`` from the spec's weights (a GGUF file where it names one), errors in one line; with
+    `output_loading_info`, (model, loading info) as transformers returns them."""
     source = _weights_source(spec)
     if source is None:
         raise ModelError(f"model {spec.name}: no weights source (set pretrained, hub_id or random_init=true)")
+    quiet, transformers_log = _NoLoadReport(), logging.getLogger("transformers.modeling_utils")
+    transformers_log.addFilter(quiet)
     try:
-        return auto.from_pretrained(source, config=config, **_file_kwargs(spec, source), **kwargs)
+        model, info = auto.from_pretrained(source, config=config, **_file_kwargs(spec, source),
+                                           output_loading_info=True, **kwargs)
     except OSError as err:
         raise ModelError(f"model {spec.name}: cannot load weights from {source!r}: {str(err).splitlines()[0]}") from err
+    finally:
+        transformers_log.removeFilter(quiet)
+    _note_missing(spec, info)
+    return (model, info) if output_loading_info else model
+
+
+def _note_missing(spec: ModelSpec, info: dict) -> None:
+    """One warning per process and model for weights newly initialised beyond a new head (`NEW_HEADS`)."""
+    missing = tuple(sorted(k for k in info.get("missing_keys", ()) if not k.startswith(NEW_HEADS)))
+    if missing and (spec.name, missing) not in _reported:
+        _reported.add((spec.name, missing))
+        log.warning("model %s: %d weights not in the checkpoint, newly initialised (e.g. %s)", spec.name,
+                    len(missing), missing[0])
 
 
 def _set_pad_token(model: torch.nn.Module) -> None:
