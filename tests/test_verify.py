@@ -136,7 +136,19 @@ def test_a_recorded_config_becomes_overrides_that_compose_it():
     assert plan.key == record_key(record) and plan.precision == "no"
     composed = as_plain(compose(plan.overrides))
     assert composed["task"]["template"] == config["task"]["template"]
-    assert composed["method"]["modules"] == config["method"]["modules"]
+    # the record predates issue 29's module fields: they compose at their defaults, everything recorded as recorded
+    from dataclasses import fields
+
+    from peftbench.space.spec import ModuleSpec
+
+    defaults = {f.name: f.default for f in fields(ModuleSpec)}
+    assert composed["method"]["modules"].keys() == config["method"]["modules"].keys()
+    for slot, recorded in config["method"]["modules"].items():
+        got = composed["method"]["modules"][slot]
+        assert {k: got[k] for k in recorded} == recorded, slot
+        added = set(got) - set(recorded)
+        assert added == {"scale_rule", "magnitude", "projections", "projection_key"}, added
+        assert {k: got[k] for k in added} == {k: defaults[k] for k in added}
     assert "train.mixed_precision='no'" in plan.overrides and "resume=false" in plan.overrides
     assert "train.checkpoint=false" in plan.overrides and "train.inference_batches=0" in plan.overrides
     assert any(o.startswith("+method.modules.extra=") for o in plan.overrides)
