@@ -67,6 +67,19 @@ def test_an_unknown_nested_key_names_the_valid_fields_and_what_was_meant(overrid
         assert message.endswith("did you mean method.modules.attn.r?")
 
 
+@pytest.mark.parametrize("multirun", [False, True])
+def test_a_field_under_a_null_node_names_the_node_and_the_presets_that_have_one(multirun: bool) -> None:
+    """LoRA has no prompt: Hydra's "Unexpected type for root: NoneType" becomes the null node, the method, and the
+    presets whose YAML sets a prompt (read from conf/method/, so a new prompt preset joins the list)."""
+    having = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml") if "\nprompt:" in p.read_text())
+    assert having == ["prompt", "ptuning"]
+    args = ["-m", "method=lora,prompt", "hydra.sweep.dir=unused"] if multirun else ["--cfg", "job", "method=lora"]
+    out = cli(*args, "method.prompt.length=3")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert ("method.prompt is null with method=lora, so method.prompt.length cannot be set; presets with a "
+            f"method.prompt: {', '.join(having)}") in out.stderr and "NoneType" not in out.stderr
+
+
 def test_cfg_job_is_validated_like_a_run() -> None:
     bad = cli("--cfg", "job", "method.modules.attn.representation=[attn_z]")
     assert bad.returncode == 2 and bad.stdout == ""

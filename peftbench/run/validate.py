@@ -18,7 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from peftbench.run.config import compose, fail, one_line_error, to_specs
-from peftbench.run.sweep import MULTIRUN_FLAGS, sweep_choices
+from peftbench.run.sweep import MULTIRUN_FLAGS, _choices, sweep_choices
 from peftbench.space.presets import CONF_DIR
 
 
@@ -139,6 +139,49 @@ def parse_problem(args: list[str], multirun: bool) -> str | None:
     return None
 
 
+def null_parent(overrides: list[str]) -> str | None:
+    """Where an override sets a field under a node the rest of the command line leaves null (``method.prompt.length``
+    for a method without a prompt), that node named with the presets that have one; Hydra says only "Unexpected
+    type for root: NoneType"."""
+    for i, override in enumerate(overrides):
+        parts = override.split("=", 1)[0].lstrip("+~").split(".")
+        if len(parts) < 2 or "=" not in override:
+            continue
+        try:
+            node = compose([o for j, o in enumerate(overrides) if j != i])
+        except Exception:
+            continue
+        for depth in range(1, len(parts)):
+            node = node.get(parts[depth - 1]) if isinstance(node, DictConfig) else None
+            if node is None:
+                parent, field = ".".join(parts[:depth]), parts[depth]
+                having = presets_with(parts[1:depth]) if parts[0] == "method" else []
+                chosen = next((o for o in overrides if o.split("=", 1)[0] == "method"), "the default method")
+                return (f"{parent} is null with {chosen}, so {parent}.{field} cannot be set"
+                        + (f"; presets with a {parent}: {', '.join(having)}" if having else ""))
+    return None
+
+
+def first_job(argv: list[str]) -> list[str]:
+    """The overrides of a command line's first job (the first value of each list), [] where they do not parse."""
+    try:
+        return [c[0] for c in _choices([a for a in argv if not a.startswith(("-", "hydra.", "hydra/"))]).values()]
+    except Exception:
+        return []
+
+
+def presets_with(path: list[str]) -> list[str]:
+    """The method presets (``conf/method/*.yaml``) in which `path` is set (not null)."""
+    having = []
+    for preset in sorted((CONF_DIR / "method").glob("*.yaml")):
+        node = OmegaConf.load(preset)
+        for part in path:
+            node = node.get(part) if isinstance(node, DictConfig) else None
+        if node is not None:
+            having.append(preset.stem)
+    return having
+
+
 def validate_command_line(argv: list[str]) -> None:
     """Compose and validate each job of the command line, and check the folders it writes to (``results_root``
     where the job uses it, and Hydra's run or sweep folders); exit 2 with one line on the first problem.
@@ -158,7 +201,7 @@ def validate_command_line(argv: list[str]) -> None:
         try:
             choices = sweep_choices(argv)
         except Exception as err:
-            fail(f"invalid command line: {one_line_error(err)}")
+            fail(f"invalid command line: {null_parent(first_job(argv)) or one_line_error(err)}")
         seeds = choices.pop("seed", [])
         combinations = (list(c) + seeds[:1] for c in itertools.product(*choices.values()))
         odd_seeds = [s for s in seeds[1:] if not _plain_seed(s)]
@@ -174,7 +217,7 @@ def validate_command_line(argv: list[str]) -> None:
                     del cfg["hydra"]  # the job's config, as the task function gets it
                 to_specs(cfg)
             except Exception as err:
-                fail(f"{' '.join(overrides) or '(defaults)'}: {one_line_error(err)}")
+                fail(f"{' '.join(overrides) or '(defaults)'}: {null_parent(overrides) or one_line_error(err)}")
             use = results_root_use(cfg, multirun)
             if use is not None:
                 roots.add((str(cfg.results_root), use))
