@@ -139,6 +139,13 @@ def parse_problem(args: list[str], multirun: bool) -> str | None:
     return None
 
 
+def explained(err: BaseException, overrides: list[str]) -> str:
+    """`one_line_error`, or where Hydra met a null node ("NoneType"), `null_parent` of the job's `overrides` (which
+    composes again: only on that path, so a failing sweep is still composed once per combination)."""
+    message = one_line_error(err)
+    return (null_parent(overrides) or message) if "NoneType" in message else message
+
+
 def null_parent(overrides: list[str]) -> str | None:
     """Where an override sets a field under a node the rest of the command line leaves null (``method.prompt.length``
     for a method without a prompt), that node named with the presets that have one; Hydra says only "Unexpected
@@ -201,7 +208,7 @@ def validate_command_line(argv: list[str]) -> None:
         try:
             choices = sweep_choices(argv)
         except Exception as err:
-            fail(f"invalid command line: {null_parent(first_job(argv)) or one_line_error(err)}")
+            fail(f"invalid command line: {explained(err, first_job(argv))}")
         seeds = choices.pop("seed", [])
         combinations = (list(c) + seeds[:1] for c in itertools.product(*choices.values()))
         odd_seeds = [s for s in seeds[1:] if not _plain_seed(s)]
@@ -217,7 +224,7 @@ def validate_command_line(argv: list[str]) -> None:
                     del cfg["hydra"]  # the job's config, as the task function gets it
                 to_specs(cfg)
             except Exception as err:
-                fail(f"{' '.join(overrides) or '(defaults)'}: {null_parent(overrides) or one_line_error(err)}")
+                fail(f"{' '.join(overrides) or '(defaults)'}: {explained(err, overrides)}")
             use = results_root_use(cfg, multirun)
             if use is not None:
                 roots.add((str(cfg.results_root), use))
