@@ -472,7 +472,8 @@ def test_an_extended_grid_moves_the_edge_mark(tmp_path: Path) -> None:
 
 
 def scaled_record(method: str, seed: int, scale: float, select: float, overrides: bool = True) -> dict:
-    """A run of a ×{scale} lr grid around the preset's 5e-4, with the overrides its sweep job had."""
+    """A run of a ×{scale} lr grid around 5e-4 (the preset's lr when the records ran: table2_cpu's arms compose
+    to another today), with the overrides its sweep job had; without them, a method config no arm matches."""
     record = make_record(method, seed, 0.8, lr=5e-4 * scale, select=select, sweep="table2_cpu")
     record["config"]["train"].update(lr=None, lr_scale=scale)
     if overrides:
@@ -481,11 +482,19 @@ def scaled_record(method: str, seed: int, scale: float, select: float, overrides
     return record
 
 
+def table2_base(method: str) -> float:
+    """The lr before scaling that table2_cpu's arm `method` composes to today."""
+    from peftbench.run.config import compose
+
+    return float(compose(["+experiment=table2_cpu", f"experiment/arm/table2={method}"]).method.lr)
+
+
 def test_next_lrs_prints_the_command_that_extends_an_edge_choice(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """lora chose the top of ×{0.5,1,2} → the next step is ×4 (lr 2e-3), at the seeds it ran, with its recorded
-    overrides; adapter chose the bottom, and its records predate `overrides`: the command says what to add."""
+    """lora chose the top of ×{0.5,1,2} → the next lr is 2e-3, at the seeds it ran, with its recorded overrides and
+    the lr scale that reaches 2e-3 from the lr the arm composes to today (not the records' 5e-4); adapter chose the
+    bottom, and its records predate `overrides` with a method no arm matches: the command says what to add."""
     from peftbench.run.sweep import planned_jobs
 
     for scale, select in ((0.5, 0.80), (1.0, 0.85), (2.0, 0.90)):
@@ -495,8 +504,9 @@ def test_next_lrs_prints_the_command_that_extends_an_edge_choice(
     assert main([str(tmp_path), "--next-lrs"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "# sst2 lora (0.24%): chosen lr 1e-3 is the highest of 2.5e-4, 5e-4, 1e-3; next: 2e-3"
+    scale = f"{2e-3 / table2_base('lora'):g}"
     command = (f"python -m peftbench -m +experiment=table2_cpu task=sst2 experiment/arm/table2=lora seed=0,1 "
-               f"train.lr_scale=4 results_root={tmp_path}")
+               f"train.lr_scale={scale} results_root={tmp_path}")
     assert command in lines and not list(tmp_path.glob("summary*"))  # nothing written
     assert "# sst2 adapter (0.47%): chosen lr 2.5e-4 is the lowest of 2.5e-4, 5e-4, 1e-3; next: 1.25e-4" in lines
     assert (f"python -m peftbench -m +experiment=table2_cpu task=sst2 seed=0,1 train.lr_scale=0.25 "
@@ -504,7 +514,7 @@ def test_next_lrs_prints_the_command_that_extends_an_edge_choice(
             "`overrides`)") in lines
     jobs = planned_jobs(command.split()[3:])  # the command is one Hydra accepts: the cell's two seeds at ×4
     assert sorted(j for job in jobs for j in job if j.startswith("seed=")) == ["seed=0", "seed=1"]
-    assert all("train.lr_scale=4" in job and "experiment/arm/table2=lora" in job for job in jobs)
+    assert all(f"train.lr_scale={scale}" in job and "experiment/arm/table2=lora" in job for job in jobs)
     # once ×4 ran and scored lower on held-out, no edge is left for lora
     for seed in (0, 1):
         write(tmp_path / f"lora-4-{seed}", scaled_record("lora", seed, 4.0, 0.70))
@@ -649,8 +659,8 @@ def test_the_lr_is_chosen_on_tuning_seeds_and_dev_reported_on_evaluation_seeds_o
 def test_next_evals_prints_the_evaluation_seeds_a_cell_lacks_at_its_chosen_lr(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """lora chose ×1 (interior) on seeds 0-1 and has evaluation seed 100 at that lr: the missing 101-104 are
-    printed at ×1, with its overrides; adapter chose an edge: extend its grid first, no evaluation command."""
+    """lora chose 5e-4 (interior) on seeds 0-1 and has evaluation seed 100 at that lr: the missing 101-104 are
+    printed at 5e-4, with its overrides; adapter chose an edge: extend its grid first, no evaluation command."""
     from peftbench.run.sweep import planned_jobs
 
     for scale, select in ((0.5, 0.80), (1.0, 0.90), (2.0, 0.85)):
@@ -662,8 +672,59 @@ def test_next_evals_prints_the_evaluation_seeds_a_cell_lacks_at_its_chosen_lr(
     lines = capsys.readouterr().out.splitlines()
     assert "# sst2 lora (0.24%): 1 of 5 evaluation seeds at its chosen lr 5e-4" in lines
     command = (f"python -m peftbench -m +experiment=table2_cpu task=sst2 experiment/arm/table2=lora "
-               f"seed=101,102,103,104 train.lr_scale=1 results_root={tmp_path}")
+               f"seed=101,102,103,104 train.lr_scale={5e-4 / table2_base('lora'):g} results_root={tmp_path}")
     assert command in lines
     assert any(line.startswith("# sst2 adapter (0.47%): chosen lr 2.5e-4 is the lowest") for line in lines)
     jobs = planned_jobs(command.split()[3:])
     assert sorted(j for job in jobs for j in job if j.startswith("seed=")) == [f"seed={s}" for s in (101, 102, 103, 104)]
+
+
+def test_records_that_predate_overrides_are_rerun_through_the_one_arm_whose_method_is_theirs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Records without `overrides` whose method config is table2_cpu's adapter arm (as composed today, but without a
+    field added since and at another lr): the next-lr command selects that arm, runnable as printed (no note)."""
+    from omegaconf import OmegaConf
+
+    from peftbench.run.config import compose
+
+    method = OmegaConf.to_container(compose(["+experiment=table2_cpu", "experiment/arm/table2=adapter"]).method)
+    slot = next(iter(method["modules"]))
+    method["modules"][slot].pop("scale_rule")  # a field the records predate
+    for scale, select in ((0.5, 0.90), (1.0, 0.85), (2.0, 0.80)):
+        for seed in (0, 1):
+            record = scaled_record("adapter", seed, scale, select, overrides=False)
+            record["config"]["method"] = {**method, "lr": 5e-4}
+            write(tmp_path / f"adapter-{scale}-{seed}", record)
+    assert main([str(tmp_path), "--next-lrs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("chosen lr 2.5e-4 is the lowest of 2.5e-4, 5e-4, 1e-3; next: 1.25e-4")
+    assert lines[1] == (f"python -m peftbench -m +experiment=table2_cpu task=sst2 experiment/arm/table2=adapter "
+                        f"seed=0,1 train.lr_scale={1.25e-4 / table2_base('adapter'):g} results_root={tmp_path}")
+    # a method config that is no arm's (another r) keeps the note: nothing would select it
+    for path in tmp_path.glob("adapter-*/result.json"):
+        record = json.loads(path.read_text())
+        record["config"]["method"]["modules"][slot]["r"] = 7
+        path.write_text(json.dumps(record))
+    assert main([str(tmp_path), "--next-lrs"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith(
+        "# and the override that selects adapter (these records predate `overrides`)")
+
+
+def test_next_evals_waits_for_a_tuning_grid_of_three_lrs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A cell tuned at one lr (or two) has no choice worth evaluation seeds yet: a note, no command; at three lrs
+    with an interior choice, the command."""
+    for seed in (0, 1, 2):
+        write(tmp_path / f"lora-1-{seed}", scaled_record("lora", seed, 1.0, 0.9))
+    assert main([str(tmp_path), "--next-evals", "5"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "# sst2 lora (0.24%): 1 lr on the tuning seeds (5e-4), the protocol chooses among at least 3: run the "
+        "tuning grid first"]
+    for scale, select in ((0.5, 0.8), (2.0, 0.8)):
+        for seed in (0, 1, 2):
+            write(tmp_path / f"lora-{scale}-{seed}", scaled_record("lora", seed, scale, select))
+    assert main([str(tmp_path), "--next-evals", "5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "# sst2 lora (0.24%): 0 of 5 evaluation seeds at its chosen lr 5e-4"
+    assert out[1].startswith("python -m peftbench -m +experiment=table2_cpu task=sst2 experiment/arm/table2=lora "
+                             "seed=100,101,102,103,104 ")

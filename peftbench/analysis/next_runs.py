@@ -6,6 +6,8 @@ rebuilt from the overrides its runs recorded.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import shlex
 from pathlib import Path
@@ -17,6 +19,63 @@ from peftbench.analysis.cells import CELL, format_lr, grid_edge
 #: the overrides a next-lr command sets itself: the seeds its cell ran, the lr scale that reaches the next lr, and
 #: (when a DIR is given) where the records go
 NEXT_LR_SETS = ("seed", "train.lr_scale", "results_root")
+#: the fewest lrs a cell's tuning grid needs before its choice is trusted enough to spend evaluation seeds on it
+MIN_GRID = 3
+
+
+@functools.cache
+def _arms(sweep: str) -> tuple[tuple[str, dict], ...]:
+    """The arms an experiment's sweep visits, as (override, composed ``method`` and ``train``): for ``<grid>_cpu`` or
+    ``<grid>_paper``, every ``conf/experiment/arm/<grid>/*.yaml`` composed under ``+experiment=<sweep>``."""
+    from omegaconf import OmegaConf
+
+    from peftbench.run.config import CONF_DIR, compose
+
+    grid = sweep.removesuffix("_cpu").removesuffix("_paper")
+    arms = []
+    for path in sorted((CONF_DIR / "experiment" / "arm" / grid).glob("*.yaml")):
+        override = f"experiment/arm/{grid}={path.stem}"
+        cfg = OmegaConf.to_container(compose([f"+experiment={sweep}", override]), resolve=True)
+        arms.append((override, {"method": cfg["method"], "train": cfg["train"]}))
+    return tuple(arms)
+
+
+def _within(recorded: object, composed: object) -> bool:
+    """Whether every value `recorded` holds (``lr`` aside: a preset's lr may have moved since) is `composed`'s; a
+    field the record lacks (added later) is not compared."""
+    if isinstance(recorded, dict):
+        return isinstance(composed, dict) and all(
+            k == "lr" or (k in composed and _within(v, composed[k])) for k, v in recorded.items())
+    return recorded == composed or (isinstance(recorded, list) and isinstance(composed, tuple | list)
+                                    and list(recorded) == list(composed))
+
+
+def _arm_override(runs: pd.DataFrame) -> tuple[str, float] | None:
+    """For records that predate ``overrides``: the one arm of their sweep whose composed method is theirs, and that
+    arm's lr before scaling; None when no arm or several arms match (or the record cannot be read)."""
+    sweep = runs["sweep"].dropna()
+    if not len(sweep):
+        return None
+    try:
+        method = json.loads(Path(runs["path"].iloc[0]).read_text(encoding="utf-8"))["config"]["method"]
+        matches = [(o, a) for o, a in _arms(str(sweep.iloc[0])) if _within(method, a["method"])]
+    except Exception:  # noqa: BLE001 - an unreadable record or an experiment that no longer composes: no arm
+        return None
+    if len(matches) != 1:
+        return None
+    override, arm = matches[0]
+    return override, float(arm["train"].get("lr") or arm["method"]["lr"])
+
+
+def _composed_base(overrides: list[str]) -> float | None:
+    """The lr before scaling (``train.lr`` or the preset's) that `overrides` compose to today, None if they fail."""
+    from peftbench.run.config import compose
+
+    try:
+        cfg = compose(overrides)
+        return float(cfg.train.get("lr") or cfg.method.lr)
+    except Exception:  # noqa: BLE001 - a record from another checkout's config: fall back to the records' base
+        return None
 
 
 def _cell_command(
@@ -24,23 +83,28 @@ def _cell_command(
 ) -> tuple[str, str]:
     """The command that runs `cell` at `target_lr` for `seeds` (its recorded overrides with ``seed``,
     ``train.lr_scale`` and, given `root`, ``results_root`` replaced), and a note where the records predate
-    ``overrides``."""
+    ``overrides`` and no arm of their sweep matches their method.
+
+    ``train.lr_scale`` is the target ÷ the lr the command composes to today before scaling (a preset's lr may have
+    moved since the records ran); where the command does not compose, ÷ the records' own base."""
     runs = runs_all[(runs_all[CELL] == cell[CELL].to_numpy()).all(axis=1)].sort_values(["seed", "path"])
     base = (pd.to_numeric(runs["lr"]) / pd.to_numeric(runs["lr_scale"])).median()
-    sets = {
-        "seed": ",".join(str(s) for s in seeds),
-        "train.lr_scale": f"{target_lr / base:g}",
-        **({"results_root": shlex.quote(str(root))} if root is not None else {}),
-    }
+    place = {"results_root": shlex.quote(str(root))} if root is not None else {}
     recorded = runs["overrides"].dropna()
+    note = ""
     if len(recorded):
-        kept = [o for o in shlex.split(recorded.iloc[0]) if o.split("=", 1)[0].lstrip("+~") not in sets]
-        note = ""
+        kept = [o for o in shlex.split(recorded.iloc[0])
+                if o.split("=", 1)[0].lstrip("+~") not in NEXT_LR_SETS]
+        base = _composed_base(kept) or base
+    elif arm := _arm_override(runs):
+        kept = [f"+experiment={runs['sweep'].dropna().iloc[0]}", f"task={cell['task']}", arm[0]]
+        base = arm[1]
     else:
         sweep = runs["sweep"].dropna()
         kept = [f"+experiment={sweep.iloc[0]}", f"task={cell['task']}"] if len(sweep) else [
             f"method={cell['method']}", f"task={cell['task']}", f"model={cell['model']}"]
         note = f"  # and the override that selects {cell['method']} (these records predate `overrides`)"
+    sets = {"seed": ",".join(str(s) for s in seeds), "train.lr_scale": f"{target_lr / base:g}", **place}
     command = " ".join(["python -m peftbench -m", *map(shlex.quote, kept), *(f"{k}={v}" for k, v in sets.items())])
     return command, note
 
@@ -75,8 +139,9 @@ def next_evaluation_commands(
     df: pd.DataFrame, cells: pd.DataFrame, n_seeds: int, root: str | Path | None = None
 ) -> list[str]:
     """For each cell with fewer than `n_seeds` evaluation seeds at its chosen lr: a comment and the command that
-    runs the missing ones (from the first evaluation seed of its records' protocol on) at that lr. A cell whose
-    choice sits at a grid edge is skipped with a note: extend its grid first (`next_lr_commands`)."""
+    runs the missing ones (from the first evaluation seed of its records' protocol on) at that lr. A cell whose grid
+    has fewer than `MIN_GRID` lrs (run the tuning grid first) or whose choice sits at a grid edge (extend it first,
+    `next_lr_commands`) is skipped with a note."""
     if df.empty or cells.empty:
         return []
     runs_all = df[df["status"] == "completed"].assign(setting=df["setting"].fillna(""))
@@ -88,6 +153,12 @@ def next_evaluation_commands(
         at_lr = runs[pd.to_numeric(runs["lr"]).sub(cell["lr"]).abs() <= 1e-9 * cell["lr"]]
         have = sorted({int(x) for x in at_lr.loc[at_lr["role"] == "evaluation", "seed"]})
         if len(have) >= n_seeds:
+            continue
+        grid = sorted(lr for lr in cell["lr_grid"] if math.isfinite(lr))
+        if len(grid) < MIN_GRID:
+            lines.append(f"# {cell['task']} {cell['label']}: {len(grid)} lr{'s' * (len(grid) != 1)} on the tuning seeds "
+                         f"({', '.join(format_lr(lr) for lr in grid)}), the protocol chooses among at least "
+                         f"{MIN_GRID}: run the tuning grid first")  # fmt: skip
             continue
         if edge := grid_edge(cell):
             lines.append(f"# {cell['task']} {cell['label']}: chosen lr {format_lr(cell['lr'])} is the {edge} of its "
