@@ -494,3 +494,15 @@ def test_aso_epsilon_equals_deepsig_and_leaves_numpy_rng_alone() -> None:
     assert epsilon == pytest.approx(reference) and epsilon < 0.2  # A almost stochastically dominates
     assert stats.aso_epsilon(worse, better, seed=3, n_bootstrap=100) > 0.5
     assert epsilon == stats.aso_epsilon(better, worse, seed=3, n_bootstrap=100)
+
+
+def test_seeds_needed_for_an_effect_of_astronomically_many_sds_is_the_fewest_pairs() -> None:
+    """Two cells that score the same on every seed up to float noise (a collapsed run: sd of the differences
+    ~1e-14): statsmodels' power is NaN there, and the answer is the fewest pairs the test runs on, not a crash."""
+    from statsmodels.stats.power import TTestPower
+
+    assert math.isnan(TTestPower().power(1.0 / 1e-14, nobs=3, alpha=0.05, alternative="two-sided"))
+    assert stats.seeds_needed(1.0, 1e-14) == stats.MIN_PAIRS_T
+    assert stats.seeds_needed_equivalence(1.0, 1e-14) == stats.MIN_PAIRS_T
+    assert stats.seeds_needed_equivalence(1.0, 1e-14, true_diff=1.5) is None  # outside the margin: no n shows it
+    assert stats.seeds_needed(1.0, 1.0) > stats.MIN_PAIRS_T  # an ordinary effect still goes through the solver

@@ -199,6 +199,11 @@ def min_detectable_difference(n: int, sd: float, alpha: float = ALPHA, power: fl
     return float(effect) * sd
 
 
+#: an effect this many sds wide is detected (or shown equivalent) at the fewest pairs: statsmodels' noncentral t
+#: returns NaN power past ~1e12 sds (two runs that score the same up to float noise), and 1.0 from ~10 on
+HUGE_EFFECT = 1e6
+
+
 def _smallest_n(power_at: Callable[[float], float], target: float) -> int | None:
     """The smallest integer n ≥ `MIN_PAIRS_T` with power_at(n) ≥ target (power rising in n); None past 1e12.
 
@@ -231,7 +236,7 @@ def seeds_needed(effect: float, sd: float, alpha: float = ALPHA, power: float = 
     """
     if not (math.isfinite(effect) and math.isfinite(sd)) or sd < 0 or effect == 0:
         return None
-    if sd == 0:
+    if sd == 0 or abs(effect) / sd >= HUGE_EFFECT:
         return MIN_PAIRS_T
     size = abs(effect) / sd
     analysis = TTestPower()
@@ -259,7 +264,7 @@ def seeds_needed_equivalence(
     """
     if not all(math.isfinite(x) for x in (margin, sd, true_diff)) or sd < 0 or margin <= abs(true_diff):
         return None
-    if sd == 0:
+    if sd == 0 or (margin - abs(true_diff)) / sd >= HUGE_EFFECT:
         return MIN_PAIRS_T
     near, far = (margin - abs(true_diff)) / sd, (margin + abs(true_diff)) / sd
     analysis = TTestPower()
