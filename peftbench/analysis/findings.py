@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from peftbench.analysis import bootstrap, compare, pilot, stats
+from peftbench.analysis import bootstrap, compare, pilot, plan, stats
 from peftbench.analysis.cells import format_share, grid_edge, summarize
 from peftbench.analysis.claims import (  # noqa: F401 (re-exported: the claims are read as findings.CLAIMS)
     CLAIMS,
@@ -261,6 +261,18 @@ docstring of `peftbench/findings.py`: the seed is the unit of replication, "≈"
 undecided comparison says how many seeds it would need."""
 
 
+def _decision_plan(experiment: str, variant: str, df: pd.DataFrame, cells: pd.DataFrame, rows: pd.DataFrame,
+                   sized: pd.DataFrame | None) -> str:
+    """The "To decide it" paragraph of a claim with underpowered comparisons (`peftbench.analysis.plan`)."""
+    completed = df[df["status"] == "completed"]
+    grid_to_go = max(0, planned_runs(experiment, variant) - int((completed["role"] != "evaluation").sum()))
+    pilot_needs = {} if sized is None else {(r["task"], r["a"], r["b"]): int(r["seeds_needed"])
+                                            for _, r in sized.iterrows() if pd.notna(r["seeds_needed"])}  # fmt: skip
+    mean_time = float(completed["time_s"].mean()) if len(completed) else math.nan
+    todo = plan.plan(rows, cells, grid_to_go, mean_time, pilot_needs)
+    return plan.markdown_plan(todo, mean_time) if todo else ""
+
+
 def _experiment_records(results: Path, experiment: str, variant: str) -> pd.DataFrame:
     path = results / f"{experiment}_{variant}"
     return load_records([path])[0] if path.is_dir() else pd.DataFrame()
@@ -274,7 +286,15 @@ def build(
     with no records that has some under `pilots` is sized from them
     (`peftbench.analysis.pilot`)."""
     frames = {experiment: _experiment_records(results, experiment, variant) for experiment in EXPERIMENTS}
-    pilot_frames = {e: _experiment_records(pilots, e, variant) for e in EXPERIMENTS if pilots and frames[e].empty}
+    tested: dict[str, tuple[pd.DataFrame, list[str]]] = {}
+    for claim in CLAIMS:
+        df = frames[claim.experiment]
+        tested[claim.key] = check_claim(claim, df, n_resamples) if len(df) else (pd.DataFrame(), [])
+    # a pilot sizes an experiment with no records, and the comparisons of one too short of seed pairs for an sd
+    unsized = {c.experiment for c in CLAIMS if len(rows := tested[c.key][0])
+               and any(n is None or (isinstance(n, float) and math.isnan(n)) for n in rows["seeds_needed"])}
+    pilot_frames = {e: _experiment_records(pilots, e, variant) for e in EXPERIMENTS
+                    if pilots and (frames[e].empty or e in unsized)}  # fmt: skip
     sized = {e: pilot.pilot_rows([c for c in CLAIMS if c.experiment == e], df, check_claim, n_resamples)
              for e, df in pilot_frames.items() if any(c.experiment == e for c in CLAIMS) and len(df)}  # fmt: skip
     # an experiment whose grid has not completed gives provisional verdicts: a cell may lack seeds or lrs
@@ -283,12 +303,9 @@ def build(
         for experiment, df in frames.items()
         if 0 < (done := completed_runs(df)) < (planned := planned_runs(experiment, variant))
     }
-    tested: dict[str, tuple[pd.DataFrame, list[str]]] = {}
     verdicts = []
     for claim in CLAIMS:
-        df = frames[claim.experiment]
-        rows, notes = check_claim(claim, df, n_resamples) if len(df) else (pd.DataFrame(), [])
-        tested[claim.key] = rows, notes
+        rows = tested[claim.key][0]
         outcomes = list(rows["outcome"]) if len(rows) else []
         undecided = rows[rows["outcome"] == UNDERPOWERED] if len(rows) else rows
         verdict = claim_verdict(outcomes, list(undecided["seeds_needed"]) if len(undecided) else [])
@@ -302,7 +319,8 @@ def build(
 
     def shown(v: pd.Series) -> str:
         done, planned = unfinished.get(v["experiment"], (0, 0))
-        pilot_note = f" (a bf16 pilot sizes it at ≈ {int(v['pilot_needs'])} seeds)" if pd.notna(v["pilot_needs"]) else ""
+        pilot_note = (f" (a bf16 pilot sizes it at ≈ {int(v['pilot_needs'])} seeds)"
+                      if v["verdict"] == NOT_RUN and pd.notna(v["pilot_needs"]) else "")  # fmt: skip
         return f"**{v['verdict']}**" + (f" (provisional: {done} of {planned} planned runs)" if v["provisional"]
                                         else pilot_note)
 
@@ -337,6 +355,8 @@ def build(
             parts += ["", f"### Claim: {claim.statement} ({claim.source}): {verdict}", ""]
             if len(rows):
                 parts.append(markdown_claim_table(rows))
+                if todo := _decision_plan(experiment, variant, df, cells, rows, sized.get(experiment)):
+                    parts += ["", todo]
             if notes:
                 parts += ["", "Not compared: " + "; ".join(notes)]
         sections.append("\n".join(parts))
