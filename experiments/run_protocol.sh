@@ -6,7 +6,8 @@
 # Usage: bash experiments/run_protocol.sh insertion_cpu composition_cpu
 # Environment: PEFTBENCH_EXEC (default: one worker, one thread; "train.threads=1 hydra/launcher=joblib
 # hydra.launcher.n_jobs=2" is 1.16x faster on a quiet 2-core machine, benchmarks/RESULTS.md section 7),
-# PEFTBENCH_EVALS (evaluation seeds per arm, default 5), PEFTBENCH_LOG (default protocol.log), PYTHON, and
+# PEFTBENCH_EVALS (evaluation seeds per arm, default 5; "auto": what each undecided comparison's power analysis
+# asks for, within 5-12), PEFTBENCH_LOG (default protocol.log), PYTHON, and
 # PEFTBENCH_GRID: overrides for the tuning grid's command only ("task=sst2" runs one task's grid; the lr extensions
 # and evaluation seeds follow the records, so a task without them gets none).
 # Run it in a worktree of its own (git worktree add --detach ../sweep main) so that edits to the working tree

@@ -4,7 +4,7 @@
 OUTDIR (default: the first DIR) what `peftbench.analysis.report.write_report` writes: summary.md, summary.csv,
 cells.csv, cells_by_lr.csv, comparisons.csv, budget_vs_score.png and pareto.png (score against parameters,
 training time and, where runs timed it, inference cost); then prints Table 2, the comparisons, the counts and the runs still in flight. ``--next-lrs`` and
-``--next-evals N`` write nothing and print the commands that extend a cell's lr grid past its edge or run its
+``--next-evals N|auto`` write nothing and print the commands that extend a cell's lr grid past its edge or run its
 missing evaluation seeds (`peftbench.analysis.next_runs`).
 """
 
@@ -20,6 +20,19 @@ from peftbench.analysis.next_runs import next_evaluation_commands, next_lr_comma
 from peftbench.analysis.records import RECORD_NAME, load_records
 from peftbench.analysis.report import claims_lines, write_report
 from peftbench.analysis.tables import counts_line, precision_line
+
+
+def _evals(text: str) -> int | str:
+    """``--next-evals``: a positive number of seeds, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seeds or 'auto', got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1 seed, got {n}")
+    return n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,9 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         help="bootstrap resamples (default %(default)s)",
     )
     parser.add_argument(
-        "--next-evals", type=int, default=0, metavar="N",
+        "--next-evals", type=_evals, default=0, metavar="N|auto",
         help="print, for each cell with fewer than N evaluation seeds at its chosen lr, the command that runs the "
-        "missing ones at that lr (into the single DIR given), and write nothing",
+        "missing ones at that lr (into the single DIR given), and write nothing; 'auto': for the cells of the "
+        "undecided comparisons of the records' claims, as many as their power analysis asks within 5-12",
     )  # fmt: skip
     parser.add_argument(
         "--next-lrs", action="store_true",
@@ -80,9 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     if args.next_evals:
-        lines = next_evaluation_commands(df, summarize(df), args.next_evals,
-                                         args.dirs[0] if len(args.dirs) == 1 else None)
-        print("\n".join(lines) if lines else f"every cell has {args.next_evals} evaluation seeds at its chosen lr")
+        n_seeds = args.next_evals
+        if n_seeds == "auto":
+            from peftbench.analysis.findings import evaluation_targets
+
+            n_seeds = evaluation_targets(df)
+        lines = next_evaluation_commands(df, summarize(df), n_seeds, args.dirs[0] if len(args.dirs) == 1 else None)
+        print("\n".join(lines) if lines else "every cell has the evaluation seeds asked for at its chosen lr"
+              + ("" if isinstance(n_seeds, dict) else f" ({n_seeds})"))  # fmt: skip
         return 0
     if args.next_lrs:
         lines = next_lr_commands(df, summarize(df), args.dirs[0] if len(args.dirs) == 1 else None)

@@ -728,3 +728,34 @@ def test_next_evals_waits_for_a_tuning_grid_of_three_lrs(tmp_path: Path, capsys:
     assert out[0] == "# sst2 lora (0.24%): 0 of 5 evaluation seeds at its chosen lr 5e-4"
     assert out[1].startswith("python -m peftbench -m +experiment=table2_cpu task=sst2 experiment/arm/table2=lora "
                              "seed=100,101,102,103,104 ")
+
+
+def test_next_evals_auto_asks_each_cell_of_an_undecided_comparison_for_what_its_power_analysis_needs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Table 2's "adapter ≈ lora" on three tuning seeds whose paired differences spread (sd 1.53 points): TOST at
+    ±1.0 needs n seeds, so `--next-evals auto` asks both cells for min(12, max(5, n)); a bad N is refused."""
+    adapter_scores = (0.80, 0.83, 0.81)
+    for scale, select in ((0.5, 0.80), (1.0, 0.90), (2.0, 0.85)):
+        for seed in (0, 1, 2):
+            for method, score in (("lora", 0.82), ("adapter", adapter_scores[seed])):
+                record = scaled_record(method, seed, scale, select)
+                record["score"] = record["metrics"]["accuracy"] = score
+                write(tmp_path / f"{method}-{scale}-{seed}", record)
+    diffs = [100 * (s - 0.82) for s in adapter_scores]
+    from peftbench.analysis.stats import seeds_needed_equivalence
+
+    needed = seeds_needed_equivalence(1.0, statistics.stdev(diffs))
+    assert needed is not None and needed > 5
+    want = min(12, needed)
+    assert main([str(tmp_path), "--next-evals", "auto"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"# sst2 adapter (0.47%): 0 of {want} evaluation seeds at its chosen lr 5e-4" in lines
+    assert f"# sst2 lora (0.24%): 0 of {want} evaluation seeds at its chosen lr 5e-4" in lines
+    assert any(line.startswith("python -m peftbench -m +experiment=table2_cpu task=sst2 experiment/arm/table2=lora "
+                               f"seed={','.join(str(s) for s in range(100, 100 + want))} ") for line in lines)
+    for bad in ("0", "five"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(tmp_path), "--next-evals", bad])
+        assert exit_info.value.code == 2
+    assert "expected a number of seeds or 'auto', got 'five'" in capsys.readouterr().err

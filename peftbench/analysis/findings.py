@@ -273,6 +273,20 @@ def _decision_plan(experiment: str, variant: str, df: pd.DataFrame, cells: pd.Da
     return plan.markdown_plan(todo, mean_time) if todo else ""
 
 
+def evaluation_targets(df: pd.DataFrame, n_resamples: int = 200) -> dict[tuple[str, str], int]:
+    """Evaluation seeds per cell, keyed by (task, label), that the undecided comparisons of the claims on these
+    records' experiments ask for (`plan.plan`: the power analysis within 5–12); the cells of decided comparisons
+    and of no claim are absent. The bootstrap does not vote, so a few resamples do."""
+    experiments = {str(s).removesuffix("_cpu").removesuffix("_paper") for s in df["sweep"].dropna()}
+    cells, targets = summarize(df), {}
+    for claim in (c for c in CLAIMS if c.experiment in experiments):
+        rows, _ = check_claim(claim, df, n_resamples)
+        todo = plan.plan(rows, cells, 0, math.nan)
+        for key, n in (todo["targets"] if todo else {}).items():
+            targets[key] = max(n, targets.get(key, 0))
+    return targets
+
+
 def _experiment_records(results: Path, experiment: str, variant: str) -> pd.DataFrame:
     path = results / f"{experiment}_{variant}"
     return load_records([path])[0] if path.is_dir() else pd.DataFrame()

@@ -136,19 +136,25 @@ def next_lr_commands(df: pd.DataFrame, cells: pd.DataFrame, root: str | Path | N
 
 
 def next_evaluation_commands(
-    df: pd.DataFrame, cells: pd.DataFrame, n_seeds: int, root: str | Path | None = None
+    df: pd.DataFrame, cells: pd.DataFrame, n_seeds: int | dict[tuple[str, str], int], root: str | Path | None = None
 ) -> list[str]:
     """For each cell with fewer than `n_seeds` evaluation seeds at its chosen lr: a comment and the command that
     runs the missing ones (from the first evaluation seed of its records' protocol on) at that lr. A cell whose grid
     has fewer than `MIN_GRID` lrs (run the tuning grid first) or whose choice sits at a grid edge (extend it first,
-    `next_lr_commands`) is skipped with a note."""
+    `next_lr_commands`) is skipped with a note. `n_seeds` may be a number per cell, keyed by (task, label): the
+    cells it does not name are left alone (`peftbench.analysis.findings.evaluation_targets`)."""
     if df.empty or cells.empty:
         return []
     runs_all = df[df["status"] == "completed"].assign(setting=df["setting"].fillna(""))
     lines = []
+    targets = n_seeds if isinstance(n_seeds, dict) else None
     for _, cell in cells.iterrows():
         if not math.isfinite(cell["lr"]) or cell["n"] == 0:
             continue
+        if targets is not None:
+            if (cell["task"], cell["label"]) not in targets:
+                continue
+            n_seeds = targets[(cell["task"], cell["label"])]
         runs = runs_all[(runs_all[CELL] == cell[CELL].to_numpy()).all(axis=1)]
         at_lr = runs[pd.to_numeric(runs["lr"]).sub(cell["lr"]).abs() <= 1e-9 * cell["lr"]]
         have = sorted({int(x) for x in at_lr.loc[at_lr["role"] == "evaluation", "seed"]})
