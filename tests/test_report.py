@@ -232,6 +232,8 @@ def test_cli_writes_outputs_despite_corrupt_records(
     assert "| lora (0.24%) |" in printed and str(out / "summary.md") in printed
     csv = (out / "summary.csv").read_text().splitlines()
     assert len(csv) == 1 + 5 and "status" in csv[0]
+    paths = pd.read_csv(out / "summary.csv")["path"]  # relative to the report: no checkout's absolute path
+    assert not any(Path(p).is_absolute() for p in paths) and all((out / p).resolve().is_file() for p in paths)
     md = (out / "summary.md").read_text()
     assert "4 completed, 1 failed, 1 duplicates dropped, 1 problems" in md
     assert "5/result.json" in md and "invalid JSON" in md

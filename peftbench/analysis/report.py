@@ -12,6 +12,7 @@ this machine's state and are printed only.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +50,10 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     cells, per_lr = summarize(df), summarize(df, choose_lr=False)
     comparisons, notes = compare.compare(df, list(specs), n_resamples=n_resamples)
+    # a record's path relative to the report, so that a committed summary.csv names no checkout
+    relative = [os.path.relpath(Path(path).resolve(), out.resolve()) for path in df["path"]]
     frames = {
-        "summary.csv": df, "cells.csv": cells, "cells_by_lr.csv": per_lr, "comparisons.csv": comparisons,
+        "summary.csv": df.assign(path=relative), "cells.csv": cells, "cells_by_lr.csv": per_lr, "comparisons.csv": comparisons,
     }  # fmt: skip
     for name, frame in frames.items():
         frame.to_csv(out / name, index=False)
@@ -64,7 +67,7 @@ def write_report(
         costs.markdown_cost_table(cost := costs.cost_frame(df, cells)),
         compared,
     ]
-    problem_lines = [f"- `{p.path}`: {p.reason}" for p in problems]
+    problem_lines = [f"- `{os.path.relpath(Path(p.path).resolve(), out.resolve())}`: {p.reason}" for p in problems]
     body = "\n\n".join(s for s in sections if s)
     (out / "summary.md").write_text(
         "\n".join([body, "", counts_line(df, problems), "", precision_line(df), "", *problem_lines]).rstrip() + "\n"
