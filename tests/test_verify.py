@@ -6,6 +6,11 @@ seed, dropout on), STS-B (its regression predictions are recorded to 7 significa
 the arithmetic shows in them), 96 training rows, 1 epoch, fp32. A change that alters training numerics fails
 `test_the_canary_reruns_bit_for_bit` the day it lands. If a change is *meant* to alter them, say so in its commit
 and regenerate the canary with the command in `CANARY_COMMAND` (then copy ``run/result.json`` here).
+
+fp32 is bitwise only within one CPU kind: AVX512 kernels block float sums differently from AVX2 ones (the AVX2
+canary rerun on an AVX512 machine: 1 of 64 predictions and the epoch-1 history differ; pinning ATen, MKL and
+oneDNN to AVX2 there does not restore it). So there is one canary per kind, ``canary/<cpu_isa>/result.json``, and
+the canary tests rerun this machine's; on a kind without one they skip and say how to make it.
 """
 
 from __future__ import annotations
@@ -20,9 +25,13 @@ import pytest
 
 from peftbench import verify
 from peftbench.run import rerun
+from peftbench.run.precision import cpu_isa
 from peftbench.run.verify import sample
 
-CANARY = Path(__file__).resolve().parent / "data" / "canary" / "result.json"
+CANARIES = Path(__file__).resolve().parent / "data" / "canary"
+#: this CPU kind's canary (the one to rerun), and one of any kind (for the tests that only read a record)
+CANARY_HERE = CANARIES / cpu_isa() / "result.json"
+CANARY = CANARIES / "AVX2" / "result.json"
 CANARY_COMMAND = ("python -m peftbench method=mam model=tiny_bert task=stsb data.max_train_samples=128 data.held_out=32 "
                   "data.max_eval_samples=64 train.epochs=1 train.mixed_precision=no train.progress=false "
                   "train.inference_batches=0 save=none train.checkpoint=false resume=false sweep=canary "
@@ -37,12 +46,17 @@ def run_main(capsys, *argv: str) -> tuple[int, list[str], list[str]]:
 
 @pytest.fixture(scope="module")
 def canary_rerun(tmp_path_factory: pytest.TempPathFactory, glue_dir: Path) -> dict:
-    """One rerun of the canary through ``python -m peftbench`` (kept: the record the other tests compare with)."""
+    """One rerun of this CPU kind's canary through ``python -m peftbench`` (kept: the record the other tests
+    compare with)."""
+    if not CANARY_HERE.is_file():
+        pytest.skip(f"no canary for this CPU kind ({cpu_isa()}): run CANARY_COMMAND and copy its run/result.json to "
+                    f"{CANARY_HERE}")
     keep = tmp_path_factory.mktemp("verify")
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         mp.setenv("PEFTBENCH_GLUE_DIR", str(glue_dir))
-        code = verify.main(["--records", str(CANARY), "--keep", str(keep), "--set", f"data.cache_dir={keep / 'cache'}"])
+        code = verify.main(["--records", str(CANARY_HERE), "--keep", str(keep), "--set",
+                            f"data.cache_dir={keep / 'cache'}"])
     (record,) = keep.glob("*/run/result.json")
     log = next(keep.glob("*/rerun.log")).read_text()
     return {"code": code, "lines": out.getvalue().splitlines(), "stderr": err.getvalue(),
@@ -53,9 +67,9 @@ def canary_rerun(tmp_path_factory: pytest.TempPathFactory, glue_dir: Path) -> di
 def test_the_canary_reruns_bit_for_bit(canary_rerun):
     result_lines = canary_rerun["lines"]
     assert canary_rerun["code"] == 0, "\n".join(result_lines) + "\n" + canary_rerun["log"][-3000:]
-    assert result_lines[0].startswith(str(CANARY)) and result_lines[0].endswith("identical"), result_lines
+    assert result_lines[0].startswith(str(CANARY_HERE)) and result_lines[0].endswith("identical"), result_lines
     assert "1 identical, 0 differ" in result_lines[-1]
-    committed, rerun = json.loads(CANARY.read_text()), canary_rerun["record"]
+    committed, rerun = json.loads(CANARY_HERE.read_text()), canary_rerun["record"]
     assert rerun["predictions"] == committed["predictions"]
     assert rerun["history"] == committed["history"] and rerun["score"] == committed["score"]
     # through the command every run goes through, with exactly the recorded config (its run key)
@@ -65,7 +79,7 @@ def test_the_canary_reruns_bit_for_bit(canary_rerun):
 
 @pytest.mark.slow
 def test_an_altered_prediction_or_history_is_reported_as_differing(canary_rerun, tmp_path, monkeypatch, capsys):
-    committed = json.loads(CANARY.read_text())
+    committed = json.loads(CANARY_HERE.read_text())
     altered = copy.deepcopy(committed)
     altered["predictions"]["validation"]["predictions"][5] += 1e-6  # one row, one unit in the 7th digit
     (tmp_path / "a").mkdir()
@@ -153,3 +167,22 @@ def test_a_recorded_config_becomes_overrides_that_compose_it():
     assert "train.checkpoint=false" in plan.overrides and "train.inference_batches=0" in plan.overrides
     assert any(o.startswith("+method.modules.extra=") for o in plan.overrides)
     assert "+model.config.hidden_dropout_prob=0.2" in plan.overrides
+
+
+def test_a_difference_across_cpu_kinds_says_so():
+    """A record of one CPU kind rerun on another: the difference is reported, with the two kinds, since fp32 is
+    bitwise only within one; within one kind, or with identical results, no such note."""
+    from peftbench.run.verify import compare
+
+    committed = json.loads(CANARY.read_text())
+    assert committed["cpu_isa"] == "AVX2"
+    rerun_elsewhere = copy.deepcopy(committed) | {"cpu_isa": "AVX512"}
+    rerun_elsewhere["predictions"]["validation"]["predictions"][0] += 1e-6
+    outcome = compare(committed, rerun_elsewhere)
+    assert not outcome.identical and outcome.differing == 1
+    assert "computed on AVX2, rerun on AVX512: fp32 is bitwise only within one CPU kind" in outcome.notes
+    same_kind = copy.deepcopy(rerun_elsewhere) | {"cpu_isa": "AVX2"}
+    assert not any("CPU kind" in n for n in compare(committed, same_kind).notes)
+    assert compare(committed, copy.deepcopy(committed) | {"cpu_isa": "AVX512"}).identical
+    unrecorded = {k: v for k, v in committed.items() if k != "cpu_isa"}
+    assert "computed on a CPU kind it does not record, rerun on AVX512" in compare(unrecorded, rerun_elsewhere).notes[0]

@@ -17,8 +17,10 @@ from peftbench.space.inject import head_modules
 
 #: what a record can promise about a rerun with the same seed, by device and precision (README, "Long sweeps")
 DETERMINISM = {
-    ("cpu", "no"): "bitwise, fp32: the same command and seed give the same metrics and loss history (tested on "
-                   "CPU); fp32 records reproduced exactly on both of this project's CPU kinds (AVX2 and AMX)",
+    ("cpu", "no"): "bitwise on one kind of CPU, fp32: the same command and seed give the same metrics and loss "
+                   "history on a CPU of the same kind (``cpu_isa``); on the other kind (AVX2 vs AVX512) float sums "
+                   "are blocked differently and a few predictions may differ (an AVX2 record rerun on AVX512: 2 of "
+                   "872 SST-2 dev predictions, the score unchanged)",
     ("cpu", "bf16"): "bitwise on one kind of CPU, bf16 autocast: the same command and seed give the same metrics "
                      "on the same CPU kind; a CPU of the other kind (native AMX/AVX512-BF16 vs emulated on AVX2) "
                      "computes bf16 differently and may give different numbers",
@@ -32,6 +34,12 @@ def determinism(device_type: str, precision: str) -> str:
     if device_type != "cpu":
         return f"{DETERMINISM['gpu']} (precision {'fp32' if precision == 'no' else precision})"
     return DETERMINISM.get(("cpu", precision), DETERMINISM[("cpu", "bf16")].replace("bf16", precision))
+
+
+def cpu_isa() -> str:
+    """The instruction set torch's CPU kernels dispatch to on this machine (``AVX2``, ``AVX512``, ...): the CPU kind
+    a record was computed on, since fp32 is bitwise only within one (`DETERMINISM`)."""
+    return str(torch.backends.cpu.get_cpu_capability())
 
 
 def cpu_supports_bf16() -> bool:

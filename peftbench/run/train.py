@@ -35,7 +35,13 @@ from peftbench.run.evaluate import (
     score_dev,
 )
 from peftbench.run.latency import inference_cost
-from peftbench.run.precision import accelerator_at, determinism, fp32_regression_head, resolve_mixed_precision
+from peftbench.run.precision import (
+    accelerator_at,
+    cpu_isa,
+    determinism,
+    fp32_regression_head,
+    resolve_mixed_precision,
+)
 from peftbench.run.setup import Prepared
 from peftbench.run.tasks import get_task
 from peftbench.space.inject import export_reparameterisations
@@ -366,6 +372,7 @@ def _result(loop: Loop, progress: Progress, prep: Prepared, metrics: dict[str, f
                        "padding_ratio": tokens["padded"] / tokens["real"] if tokens["real"] else None},
         "data_source": prep.data_source,
         "device": str(accelerator.device),
+        "cpu_isa": cpu_isa(),  # the CPU kind: fp32 is bitwise only within one (the record's `determinism`)
         "num_processes": accelerator.num_processes,
         "determinism": determinism(accelerator.device.type, accelerator.mixed_precision),
         "mixed_precision": accelerator.mixed_precision,

@@ -155,6 +155,10 @@ def compare(committed: dict[str, Any], rerun: dict[str, Any], key: str | None = 
     if out.first_epoch is not None:
         out.identical = False
     if not out.identical:
+        kinds = committed.get("cpu_isa"), rerun.get("cpu_isa")
+        if not str(committed.get("device") or "cpu").startswith("cuda") and kinds[0] != kinds[1]:
+            out.notes.append(f"computed on {kinds[0] or 'a CPU kind it does not record'}, rerun on {kinds[1]}: "
+                             "fp32 is bitwise only within one CPU kind")  # fmt: skip
         before, now = committed.get("versions") or {}, rerun.get("versions") or {}
         changed = [f"{k} {before.get(k)} -> {now.get(k)}" for k in ("torch", "transformers", "accelerate")
                    if before.get(k) != now.get(k)]
