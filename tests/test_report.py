@@ -761,3 +761,21 @@ def test_next_evals_auto_asks_each_cell_of_an_undecided_comparison_for_what_its_
             main([str(tmp_path), "--next-evals", bad])
         assert exit_info.value.code == 2
     assert "expected a number of seeds or 'auto', got 'five'" in capsys.readouterr().err
+
+
+def test_the_report_counts_the_cpu_kinds_its_runs_computed_on(tmp_path: Path) -> None:
+    """Records name their CPU kind since 2026-12-07 (`cpu_isa`); older ones are counted as unrecorded, and the
+    line says that kinds are pooled although fp32 is bitwise only within one."""
+    from peftbench.analysis.tables import cpu_kind_line
+
+    for seed, kind in ((0, "AVX2"), (1, "AVX512"), (2, "AVX512"), (3, None)):
+        record = make_record("lora", seed, 0.8, lr=1e-3)
+        if kind:
+            record["cpu_isa"] = kind
+        write(tmp_path / f"r{seed}", record)
+    df = load_records([tmp_path])[0]
+    assert list(df.sort_values("seed")["cpu_isa"].fillna("-")) == ["AVX2", "AVX512", "AVX512", "-"]
+    line = cpu_kind_line(df)
+    assert line.startswith("CPU kinds: AVX2 1, AVX512 2, unrecorded 1. fp32 is bitwise only within one kind")
+    assert main([str(tmp_path)]) == 0 and line in (tmp_path / "summary.md").read_text()
+    assert cpu_kind_line(df.iloc[0:0]) == ""

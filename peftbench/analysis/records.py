@@ -40,7 +40,7 @@ STATUSES = ("completed", "failed", "interrupted")  # interrupted: stopped by SIG
 PARAM_KEYS = ("trainable", "stored", "paper", "base", "paper_share")
 RUN_COLUMNS = [
     "status", "error", "method", "task", "model", "seed", "role", "evaluation_seeds_from", "run_key", "sweep", "design_key", "metric", "score",
-    "setting", "precision", "lr", "select_score", "best_epoch", *(f"params.{k}" for k in PARAM_KEYS),
+    "setting", "precision", "cpu_isa", "lr", "select_score", "best_epoch", *(f"params.{k}" for k in PARAM_KEYS),
     "time_s", "peak_mem_mb", "train_examples_per_s", "train_time_s", "artefact_bytes", "inference_ratio",
     "inference_ratio_merged", "lr_scale", "eval_samples", "overrides", "finished_at", "n_dropped", "path",
 ]  # fmt: skip
@@ -161,6 +161,7 @@ def _flatten(record: dict, path: Path) -> dict:
         "evaluation_seeds_from": evaluation_seeds_from(record),
         "run_key": record_key(record),  # precision-aware: a bf16 and an fp32 run of one config are two runs
         "precision": PRECISION_NAMES.get(record_precision(record) or "", record_precision(record)),
+        "cpu_isa": record.get("cpu_isa"),  # the CPU kind (fp32 is bitwise only within one); None before 2026-12-07
         "sweep": record.get("sweep"),
         "design_key": design_key(record_design(record)),
         "_setting": setting_items(record),

@@ -23,7 +23,13 @@ from peftbench.analysis import bootstrap, compare, costs
 from peftbench.analysis.cells import summarize
 from peftbench.analysis.plots import plot_budget_vs_score, plot_pareto
 from peftbench.analysis.records import Problem
-from peftbench.analysis.tables import counts_line, markdown_lr_table, markdown_table, precision_line
+from peftbench.analysis.tables import (
+    counts_line,
+    cpu_kind_line,
+    markdown_lr_table,
+    markdown_table,
+    precision_line,
+)
 
 
 @dataclass
@@ -70,7 +76,8 @@ def write_report(
     problem_lines = [f"- `{os.path.relpath(Path(p.path).resolve(), out.resolve())}`: {p.reason}" for p in problems]
     body = "\n\n".join(s for s in sections if s)
     (out / "summary.md").write_text(
-        "\n".join([body, "", counts_line(df, problems), "", precision_line(df), "", *problem_lines]).rstrip() + "\n"
+        "\n".join([body, "", counts_line(df, problems), "", precision_line(df), "", cpu_kind_line(df), "",
+                   *problem_lines]).rstrip() + "\n"
     )
     plot_budget_vs_score(df, out / "budget_vs_score.png")
     pareto = out / "pareto.png" if plot_pareto(cost, out / "pareto.png", cells) is not None else None

@@ -173,3 +173,16 @@ def precision_line(df: pd.DataFrame) -> str:
     shown = ", ".join(f"{name} {n}" for name, n in counts.items())
     return (f"Precision: runs of several precisions ({shown}){tail}; each precision is its own setting (its cells "
             "carry mixed_precision=...), and runs of different precision are never pooled or compared.")
+
+
+def cpu_kind_line(df: pd.DataFrame) -> str:
+    """Which CPU kinds the runs computed on (``cpu_isa``; records before 2026-12-07 do not say), and what that
+    means: fp32 is bitwise only within one kind, and runs of several kinds are pooled ("" without runs)."""
+    kinds = df["cpu_isa"] if "cpu_isa" in df else pd.Series([None] * len(df), dtype=object)
+    counts = kinds.dropna().value_counts().sort_index()
+    unknown = int(kinds.isna().sum())
+    if not len(counts) and not unknown:
+        return ""
+    shown = [f"{name} {n}" for name, n in counts.items()] + ([f"unrecorded {unknown}"] if unknown else [])
+    return (f"CPU kinds: {', '.join(shown)}. fp32 is bitwise only within one kind; runs of several kinds are pooled "
+            "(the seed-paired tests count the kind as run-to-run variation, docs/reference.md, Determinism).")
