@@ -26,11 +26,11 @@ def cells(**n_evaluation: int) -> pd.DataFrame:
 
 def test_each_cell_gets_the_most_seeds_its_undecided_comparisons_need_within_5_to_12() -> None:
     """a vs b needs 8 → both get 8; a vs c needs 3 → c gets 5 (the floor), a keeps 8; d vs e needs 40 → both are
-    capped at 12 and the comparison is named; b already has 5 evaluation seeds; a decided comparison plans
-    nothing."""
+    capped at 12 and the comparison is named; b already has 5 evaluation seeds; a decided comparison (a vs f)
+    plans nothing unless `every` (the fixed design), where f runs to its 5 too."""
     table = rows(("a", "b", "underpowered", 8), ("a", "c", "underpowered", 3), ("d", "e", "underpowered", 40),
                  ("a", "f", "agrees", 3))  # fmt: skip
-    todo = plan.plan(table, cells(a=0, b=5, c=0, d=2, e=0, f=0), grid_to_go=4, mean_time_s=100.0)
+    todo = plan.plan(table, cells(a=0, b=5, c=0, d=2, e=0, f=0), grid_to_go=4, mean_time_s=100.0, every=False)
     assert todo["targets"] == {("sst2", "a"): 8, ("sst2", "b"): 8, ("sst2", "c"): 5, ("sst2", "d"): 12,
                                ("sst2", "e"): 12}  # fmt: skip
     assert todo["eval_runs"] == 8 + 3 + 5 + 10 + 12
@@ -39,9 +39,12 @@ def test_each_cell_gets_the_most_seeds_its_undecided_comparisons_need_within_5_t
     assert todo["hours"] == pytest.approx((4 + 38) * 100.0 / 2 / 3600)
     text = plan.markdown_plan(todo, 100.0)
     assert text.startswith("**To decide it:** 1 of 4 comparisons decided. The protocol still needs 4 tuning runs")
-    assert "38 evaluation runs (5–12 evaluation seeds for each of the 5 cells" in text
+    assert "38 evaluation runs (5–12 evaluation seeds for each of the 5 cells of its comparisons" in text
     assert "≈ 0.6 h at 2 runs at a time, 100 s per run" in text
-    assert text.endswith("left underpowered on this budget: sst2 d vs e (≈ 40).")
+    assert text.endswith("Past the 12-seed cap (at 12 seeds, 80% power only if their evaluation seeds spread less "
+                         "than their tuning seeds): sst2 d vs e (≈ 40).")
+    fixed = plan.plan(table, cells(a=0, b=5, c=0, d=2, e=0, f=0), grid_to_go=4, mean_time_s=100.0)
+    assert fixed["targets"] == {**todo["targets"], ("sst2", "f"): 5} and fixed["eval_runs"] == 38 + 5
 
 
 def test_a_choice_at_an_lr_edge_costs_one_more_step_on_the_tuning_seeds() -> None:

@@ -736,7 +736,8 @@ def test_next_evals_auto_asks_each_cell_of_an_undecided_comparison_for_what_its_
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Table 2's "adapter ≈ lora" on three tuning seeds whose paired differences spread (sd 1.53 points): TOST at
-    ±1.0 needs n seeds, so `--next-evals auto` asks both cells for min(12, max(5, n)); a bad N is refused."""
+    ±1.0 needs n seeds, so `--next-evals auto` asks both cells for min(12, max(5, n)), and evaluation seeds do not
+    change that; a bad N is refused."""
     adapter_scores = (0.80, 0.83, 0.81)
     for scale, select in ((0.5, 0.80), (1.0, 0.90), (2.0, 0.85)):
         for seed in (0, 1, 2):
@@ -756,6 +757,15 @@ def test_next_evals_auto_asks_each_cell_of_an_undecided_comparison_for_what_its_
     assert f"# sst2 lora (0.24%): 0 of {want} evaluation seeds at its chosen lr 5e-4" in lines
     assert any(line.startswith("python -m peftbench -m +experiment=table2_cpu task=sst2 experiment/arm/table2=lora "
                                f"seed={','.join(str(s) for s in range(100, 100 + want))} ") for line in lines)
+    # evaluation seeds whose differences spread far more (sd ≈ 6 points) do not move the target: it is sized from
+    # the tuning seeds alone, before any evaluation seed (no optional stopping)
+    for seed, adapter in zip(range(100, 105), (0.70, 0.85, 0.74, 0.88, 0.79), strict=True):
+        for method, score in (("lora", 0.82), ("adapter", adapter)):
+            record = scaled_record(method, seed, 1.0, 0.5)
+            record["score"] = record["metrics"]["accuracy"] = score
+            write(tmp_path / f"{method}-eval-{seed}", record)
+    assert main([str(tmp_path), "--next-evals", "auto"]) == 0
+    assert f"# sst2 adapter (0.47%): 5 of {want} evaluation seeds at its chosen lr 5e-4" in capsys.readouterr().out
     for bad in ("0", "five"):
         with pytest.raises(SystemExit) as exit_info:
             main([str(tmp_path), "--next-evals", bad])

@@ -262,26 +262,34 @@ undecided comparison says how many seeds it would need."""
 
 
 def _decision_plan(experiment: str, variant: str, df: pd.DataFrame, cells: pd.DataFrame, rows: pd.DataFrame,
-                   sized: pd.DataFrame | None) -> str:
-    """The "To decide it" paragraph of a claim with underpowered comparisons (`peftbench.analysis.plan`)."""
+                   sized: pd.DataFrame | None, claim: Claim) -> str:
+    """The "To decide it" paragraph of a claim with underpowered comparisons (`peftbench.analysis.plan`): its
+    evaluation seeds per cell from the power analysis of the tuning seeds (`evaluation_targets`)."""
     completed = df[df["status"] == "completed"]
     grid_to_go = max(0, planned_runs(experiment, variant) - int((completed["role"] != "evaluation").sum()))
     pilot_needs = {} if sized is None else {(r["task"], r["a"], r["b"]): int(r["seeds_needed"])
                                             for _, r in sized.iterrows() if pd.notna(r["seeds_needed"])}  # fmt: skip
     mean_time = float(completed["time_s"].mean()) if len(completed) else math.nan
-    todo = plan.plan(rows, cells, grid_to_go, mean_time, pilot_needs)
+    tuning_rows, _ = check_claim(claim, df[df["role"] != "evaluation"], n_resamples=200)
+    sizing = rows.drop(columns="seeds_needed").merge(
+        tuning_rows[["task", "a", "b", "seeds_needed"]], on=["task", "a", "b"], how="left")
+    todo = plan.plan(sizing, cells, grid_to_go, mean_time, pilot_needs)
     return plan.markdown_plan(todo, mean_time) if todo else ""
 
 
 def evaluation_targets(df: pd.DataFrame, n_resamples: int = 200) -> dict[tuple[str, str], int]:
-    """Evaluation seeds per cell, keyed by (task, label), that the undecided comparisons of the claims on these
-    records' experiments ask for (`plan.plan`: the power analysis within 5–12); the cells of decided comparisons
-    and of no claim are absent. The bootstrap does not vote, so a few resamples do."""
+    """Evaluation seeds per cell, keyed by (task, label), for the comparisons of the claims on these records'
+    experiments: what `plan.plan` sizes (the power analysis within 5–12) from the **tuning seeds** alone, so that
+    the number is fixed before any evaluation seed and interim results never move it, and for every comparison,
+    decided or not (no optional stopping). The bootstrap does not vote, so a few resamples do."""
     experiments = {str(s).removesuffix("_cpu").removesuffix("_paper") for s in df["sweep"].dropna()}
-    cells, targets = summarize(df), {}
+    cells, tuning, targets = summarize(df), df[df["role"] != "evaluation"], {}
     for claim in (c for c in CLAIMS if c.experiment in experiments):
         rows, _ = check_claim(claim, df, n_resamples)
-        todo = plan.plan(rows, cells, 0, math.nan)
+        tuning_rows, _ = check_claim(claim, tuning, n_resamples)
+        sizing = rows.drop(columns="seeds_needed").merge(
+            tuning_rows[["task", "a", "b", "seeds_needed"]], on=["task", "a", "b"], how="left")
+        todo = plan.plan(sizing, cells, 0, math.nan)
         for key, n in (todo["targets"] if todo else {}).items():
             targets[key] = max(n, targets.get(key, 0))
     return targets
@@ -369,7 +377,7 @@ def build(
             parts += ["", f"### Claim: {claim.statement} ({claim.source}): {verdict}", ""]
             if len(rows):
                 parts.append(markdown_claim_table(rows))
-                if todo := _decision_plan(experiment, variant, df, cells, rows, sized.get(experiment)):
+                if todo := _decision_plan(experiment, variant, df, cells, rows, sized.get(experiment), claim):
                     parts += ["", todo]
             if notes:
                 parts += ["", "Not compared: " + "; ".join(notes)]

@@ -1,13 +1,14 @@
-"""What deciding a claim's undecided comparisons would take, in runs and hours ("To decide it" in FINDINGS.md).
+"""What deciding a claim's comparisons would take, in runs and hours ("To decide it" in FINDINGS.md).
 
 The protocol (experiments/README.md) gives every cell a tuning grid of at least 3 lrs on seeds 0–2 with an
-interior choice, then evaluation seeds at the chosen lr: at least `MIN_EVAL`, as many as its undecided comparisons
-need for their declared effect or margin (80% power, from the sd of the seed-paired differences), at most `MAX_EVAL`
-(issue 25's cap). A comparison that needs more than the cap is named: on this budget it can only stay
-underpowered. Where a comparison has too few seed pairs for an sd, a pilot's (the bf16 archive,
-`peftbench.analysis.pilot`) sizes it when one exists; otherwise it counts at `MIN_EVAL`. Hours are wall time at
-`CONCURRENT` runs at a time (the `_cpu` setting on a 2-core machine, benchmarks/RESULTS.md section 7), at the mean
-run time of the experiment's completed records.
+interior choice, then evaluation seeds at the chosen lr: at least `MIN_EVAL`, as many as its comparisons need for
+their declared effect or margin (80% power, from the sd of the seed-paired differences *of the tuning seeds*: the
+caller passes those, so the number is fixed before any evaluation seed and interim results never move it), at most
+`MAX_EVAL` (issue 25's cap). A comparison that needs more than the cap is named: at the cap it has 80% power only if
+its evaluation seeds spread less than its tuning seeds did. Where a comparison has too few seed pairs for an sd, a
+pilot's (the bf16 archive, `peftbench.analysis.pilot`) sizes it when one exists; otherwise it counts at
+`MIN_EVAL`. Hours are wall time at `CONCURRENT` runs at a time (the `_cpu` setting on a 2-core machine,
+benchmarks/RESULTS.md section 7), at the mean run time of the experiment's completed records.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ def _needed(row: pd.Series, pilot: dict[tuple[str, str, str], int]) -> tuple[int
 
 
 def plan(rows: pd.DataFrame, cells: pd.DataFrame, grid_to_go: int, mean_time_s: float,
-         pilot: dict[tuple[str, str, str], int] | None = None) -> dict | None:
+         pilot: dict[tuple[str, str, str], int] | None = None, every: bool = True) -> dict | None:
     """The runs that would decide a claim's underpowered comparisons `rows` (`findings.check_claim`), given the
     experiment's `cells` (`summarize`), the tuning runs its grid still lacks and its mean run time; None when no
-    comparison is underpowered. Keys: decided, total, grid_runs (the grid plus one ×2 step per edge choice),
+    comparison is underpowered. With `every` (the protocol's fixed design), every comparison's cells get their
+    seeds, a decided one's too: stopping a comparison at the look that decided it would be optional stopping;
+    without, only the underpowered ones'. Keys: decided, total, grid_runs (the grid plus one ×2 step per edge choice),
     eval_runs, targets {(task, label): seeds}, beyond [(task, a, b, seeds)], unsized and piloted (comparisons
     without an sd of their own: no pilot either, or sized by the pilot), hours."""
     if rows.empty or not (rows["outcome"] == UNDERPOWERED).any():
@@ -44,7 +47,7 @@ def plan(rows: pd.DataFrame, cells: pd.DataFrame, grid_to_go: int, mean_time_s: 
     by_label = {(c["task"], c["label"]): c for _, c in cells.iterrows()}
     targets: dict[tuple[str, str], int] = {}
     beyond, unsized, piloted = [], 0, 0
-    for _, r in rows[rows["outcome"] == UNDERPOWERED].iterrows():
+    for _, r in (rows if every else rows[rows["outcome"] == UNDERPOWERED]).iterrows():
         need, from_pilot = _needed(r, pilot)
         piloted += from_pilot
         if need is None:
@@ -70,8 +73,8 @@ def markdown_plan(p: dict, mean_time_s: float) -> str:
     text = (f"**To decide it:** {p['decided']} of {p['total']} comparisons decided. The protocol still needs "
             f"{p['grid_runs']} tuning run{'s' * (p['grid_runs'] != 1)} (the grid, and one ×2 step per choice at an "
             f"lr edge) and {p['eval_runs']} evaluation run{'s' * (p['eval_runs'] != 1)} ({span} evaluation seeds "
-            f"for each of the {len(p['targets'])} cells of its undecided comparisons, from their power analysis "
-            f"within {MIN_EVAL}–{MAX_EVAL}): ≈ {p['hours']:.1f} h at {CONCURRENT} runs at a time, "
+            f"for each of the {len(p['targets'])} cells of its comparisons, from the power analysis of the tuning seeds "
+            f"within {MIN_EVAL}–{MAX_EVAL}, fixed before any evaluation seed: a decided comparison runs to it too): ≈ {p['hours']:.1f} h at {CONCURRENT} runs at a time, "
             f"{mean_time_s:.0f} s per run (the mean of this experiment's records).")  # fmt: skip
     if p["piloted"]:
         text += (f" {p['piloted']} of them {'has' if p['piloted'] == 1 else 'have'} too few seed pairs for an sd: "
@@ -81,6 +84,6 @@ def markdown_plan(p: dict, mean_time_s: float) -> str:
                  f"and no pilot: counted at {MIN_EVAL} seeds.")  # fmt: skip
     if p["beyond"]:
         named = "; ".join(f"{task} {a} vs {b} (≈ {n})" for task, a, b, n in p["beyond"])
-        text += (f" Beyond the {MAX_EVAL}-seed cap, so not planned and left underpowered on this budget: "
-                 f"{named}.")
+        text += (f" Past the {MAX_EVAL}-seed cap (at {MAX_EVAL} seeds, 80% power only if their evaluation seeds "
+                 f"spread less than their tuning seeds): {named}.")
     return text
