@@ -64,6 +64,9 @@ def test_a_comparison_without_an_sd_is_sized_by_the_pilot_else_counted_at_the_fl
     assert "1 of them has too few seed pairs for an sd and no pilot: counted at 5 seeds." in text
 
 
-def test_nothing_to_plan_when_every_comparison_is_decided_or_there_are_none() -> None:
-    assert plan.plan(rows(("a", "b", "agrees", 3)), cells(a=5, b=5), 0, 60.0) is None
+def test_a_decided_claim_still_runs_its_fixed_design_and_nothing_is_planned_without_comparisons() -> None:
+    decided = rows(("a", "b", "agrees", 8))
+    assert plan.plan(decided, cells(a=5, b=5), 0, 60.0, every=False) is None
+    fixed = plan.plan(decided, cells(a=5, b=5), 0, 60.0)
+    assert fixed["targets"] == {("sst2", "a"): 8, ("sst2", "b"): 8} and fixed["eval_runs"] == 6
     assert plan.plan(pd.DataFrame(), cells(), 0, 60.0) is None

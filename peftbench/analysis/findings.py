@@ -262,9 +262,11 @@ undecided comparison says how many seeds it would need."""
 
 
 def _decision_plan(experiment: str, variant: str, df: pd.DataFrame, cells: pd.DataFrame, rows: pd.DataFrame,
-                   sized: pd.DataFrame | None, claim: Claim) -> str:
-    """The "To decide it" paragraph of a claim with underpowered comparisons (`peftbench.analysis.plan`): its
-    evaluation seeds per cell from the power analysis of the tuning seeds (`evaluation_targets`)."""
+                   sized: pd.DataFrame | None, claim: Claim) -> tuple[dict | None, str]:
+    """What the fixed design of a claim still lacks (`peftbench.analysis.plan`, its evaluation seeds per cell from
+    the power analysis of the tuning seeds) and its "To decide it" paragraph ("" when nothing is undecided)."""
+    if rows.empty:
+        return None, ""
     completed = df[df["status"] == "completed"]
     grid_to_go = max(0, planned_runs(experiment, variant) - int((completed["role"] != "evaluation").sum()))
     pilot_needs = {} if sized is None else {(r["task"], r["a"], r["b"]): int(r["seeds_needed"])
@@ -274,7 +276,8 @@ def _decision_plan(experiment: str, variant: str, df: pd.DataFrame, cells: pd.Da
     sizing = rows.drop(columns="seeds_needed").merge(
         tuning_rows[["task", "a", "b", "seeds_needed"]], on=["task", "a", "b"], how="left")
     todo = plan.plan(sizing, cells, grid_to_go, mean_time, pilot_needs)
-    return plan.markdown_plan(todo, mean_time) if todo else ""
+    undecided = todo is not None and (rows["outcome"] == UNDERPOWERED).any()
+    return todo, plan.markdown_plan(todo, mean_time) if undecided else ""
 
 
 def evaluation_targets(df: pd.DataFrame, n_resamples: int = 200) -> dict[tuple[str, str], int]:
@@ -325,15 +328,22 @@ def build(
         for experiment, df in frames.items()
         if 0 < (done := completed_runs(df)) < (planned := planned_runs(experiment, variant))
     }
+    plans = {c.key: _decision_plan(c.experiment, variant, frames[c.experiment], summarize(frames[c.experiment]),
+                                   tested[c.key][0], sized.get(c.experiment), c)
+             if len(tested[c.key][0]) else (None, "") for c in CLAIMS}  # fmt: skip
     verdicts = []
     for claim in CLAIMS:
         rows = tested[claim.key][0]
+        todo = plans[claim.key][0]
+        started = len(rows) and (summarize(frames[claim.experiment])["n_evaluation"] > 0).any()
         outcomes = list(rows["outcome"]) if len(rows) else []
         undecided = rows[rows["outcome"] == UNDERPOWERED] if len(rows) else rows
         verdict = claim_verdict(outcomes, list(undecided["seeds_needed"]) if len(undecided) else [])
         verdicts.append({
             "claim": claim.statement, "experiment": claim.experiment, "source": claim.source, "verdict": verdict,
             "provisional": verdict != NOT_RUN and claim.experiment in unfinished,
+            # evaluation has begun but the fixed design's evaluation seeds are not all in: an interim look
+            "interim": int(todo["eval_runs"]) if todo and started and todo["eval_runs"] else 0,
             "pilot_needs": pilot.most_needed(sized[claim.experiment], claim.key) if claim.experiment in sized else None,
             **{o: outcomes.count(o) for o in OUTCOMES},
         })  # fmt: skip
@@ -343,8 +353,10 @@ def build(
         done, planned = unfinished.get(v["experiment"], (0, 0))
         pilot_note = (f" (a bf16 pilot sizes it at ≈ {int(v['pilot_needs'])} seeds)"
                       if v["verdict"] == NOT_RUN and pd.notna(v["pilot_needs"]) else "")  # fmt: skip
+        interim = (f" (interim: {v['interim']} evaluation runs of its fixed design to go)"
+                   if v["interim"] and not v["provisional"] else "")  # fmt: skip
         return f"**{v['verdict']}**" + (f" (provisional: {done} of {planned} planned runs)" if v["provisional"]
-                                        else pilot_note)
+                                        else pilot_note) + interim
 
     lines = ["| claim | paper | experiment | verdict | comparisons: " + " / ".join(OUTCOMES) + " |",
              "|:---|:---|:---|:---|:---|"]  # fmt: skip
@@ -377,7 +389,7 @@ def build(
             parts += ["", f"### Claim: {claim.statement} ({claim.source}): {verdict}", ""]
             if len(rows):
                 parts.append(markdown_claim_table(rows))
-                if todo := _decision_plan(experiment, variant, df, cells, rows, sized.get(experiment), claim):
+                if todo := plans[claim.key][1]:
                     parts += ["", todo]
             if notes:
                 parts += ["", "Not compared: " + "; ".join(notes)]

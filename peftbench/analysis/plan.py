@@ -35,13 +35,13 @@ def _needed(row: pd.Series, pilot: dict[tuple[str, str, str], int]) -> tuple[int
 def plan(rows: pd.DataFrame, cells: pd.DataFrame, grid_to_go: int, mean_time_s: float,
          pilot: dict[tuple[str, str, str], int] | None = None, every: bool = True) -> dict | None:
     """The runs that would decide a claim's underpowered comparisons `rows` (`findings.check_claim`), given the
-    experiment's `cells` (`summarize`), the tuning runs its grid still lacks and its mean run time; None when no
-    comparison is underpowered. With `every` (the protocol's fixed design), every comparison's cells get their
+    experiment's `cells` (`summarize`), the tuning runs its grid still lacks and its mean run time; None without
+    comparisons (or, unless `every`, without an underpowered one). With `every` (the protocol's fixed design), every comparison's cells get their
     seeds, a decided one's too: stopping a comparison at the look that decided it would be optional stopping;
     without, only the underpowered ones'. Keys: decided, total, grid_runs (the grid plus one ×2 step per edge choice),
     eval_runs, targets {(task, label): seeds}, beyond [(task, a, b, seeds)], unsized and piloted (comparisons
     without an sd of their own: no pilot either, or sized by the pilot), hours."""
-    if rows.empty or not (rows["outcome"] == UNDERPOWERED).any():
+    if rows.empty or not (every or (rows["outcome"] == UNDERPOWERED).any()):
         return None
     pilot = pilot or {}
     by_label = {(c["task"], c["label"]): c for _, c in cells.iterrows()}
