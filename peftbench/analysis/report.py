@@ -73,11 +73,12 @@ def write_report(
         costs.markdown_cost_table(cost := costs.cost_frame(df, cells)),
         compared,
     ]
-    problem_lines = [f"- `{os.path.relpath(Path(p.path).resolve(), out.resolve())}`: {p.reason}" for p in problems]
+    problem_lines = [f"- `{p.path}`: {p.reason}" for p in problems]  # printed: the paths as the records were found
+    in_report = [f"- `{os.path.relpath(Path(p.path).resolve(), out.resolve())}`: {p.reason}" for p in problems]
     body = "\n\n".join(s for s in sections if s)
     (out / "summary.md").write_text(
         "\n".join([body, "", counts_line(df, problems), "", precision_line(df), "", cpu_kind_line(df), "",
-                   *problem_lines]).rstrip() + "\n"
+                   *in_report]).rstrip() + "\n"
     )
     plot_budget_vs_score(df, out / "budget_vs_score.png")
     pareto = out / "pareto.png" if plot_pareto(cost, out / "pareto.png", cells) is not None else None
