@@ -169,12 +169,16 @@ def summarize(df: pd.DataFrame, choose_lr: bool = True) -> pd.DataFrame:
     )
 
 
+#: the fewest lrs a tuning grid needs before its choice counts (an edge, evaluation seeds); two is a coarse check
+MIN_GRID = 3
+
+
 def grid_edge(cell: pd.Series) -> str:
     """"lowest" / "highest" when a cell's lr is the end of its grid of three or more lrs, else "".
 
     A grid of two is a coarse check (either choice is an edge); from three, an edge choice says the grid may not
     bracket the best lr."""
     grid = [lr for lr in cell["lr_grid"] if math.isfinite(lr)]  # an unknown lr is NaN (`_cell_row`)
-    if len(grid) < 3 or not math.isfinite(cell["lr"]):
+    if len(grid) < MIN_GRID or not math.isfinite(cell["lr"]):
         return ""
     return "lowest" if cell["lr"] == min(grid) else "highest" if cell["lr"] == max(grid) else ""

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from peftbench.analysis import bootstrap, compare, pilot, plan, stats
-from peftbench.analysis.cells import format_share, grid_edge, summarize
+from peftbench.analysis.cells import MIN_GRID, format_share, grid_edge, summarize
 from peftbench.analysis.claims import (  # noqa: F401 (re-exported: the claims are read as findings.CLAIMS)
     CLAIMS,
     DEFAULT_EFFECT,
@@ -99,7 +99,7 @@ def tuning_note(cell: pd.Series | None) -> str:
         return ""
     notes = []
     grid = [lr for lr in cell["lr_grid"] if math.isfinite(lr)]
-    if len(grid) < 3:
+    if len(grid) < MIN_GRID:
         notes.append(f"{len(grid)} lr" + ("s" if len(grid) != 1 else ""))
     elif edge := grid_edge(cell):
         notes.append(f"lr at the {edge} edge")
@@ -261,6 +261,14 @@ docstring of `peftbench/findings.py`: the seed is the unit of replication, "≈"
 undecided comparison says how many seeds it would need."""
 
 
+def _sized_on_tuning_seeds(claim: Claim, df: pd.DataFrame, rows: pd.DataFrame, n_resamples: int = 200) -> pd.DataFrame:
+    """A claim's comparison `rows` with ``seeds_needed`` from the tuning seeds alone (fixed before any evaluation
+    seed, so interim results never move it); the bootstrap does not vote, so a few resamples do."""
+    tuning_rows, _ = check_claim(claim, df[df["role"] != "evaluation"], n_resamples)
+    return rows.drop(columns="seeds_needed").merge(
+        tuning_rows[["task", "a", "b", "seeds_needed"]], on=["task", "a", "b"], how="left")
+
+
 def _decision_plan(experiment: str, variant: str, df: pd.DataFrame, cells: pd.DataFrame, rows: pd.DataFrame,
                    sized: pd.DataFrame | None, claim: Claim) -> tuple[dict | None, str]:
     """What the fixed design of a claim still lacks (`peftbench.analysis.plan`, its evaluation seeds per cell from
@@ -272,10 +280,7 @@ def _decision_plan(experiment: str, variant: str, df: pd.DataFrame, cells: pd.Da
     pilot_needs = {} if sized is None else {(r["task"], r["a"], r["b"]): int(r["seeds_needed"])
                                             for _, r in sized.iterrows() if pd.notna(r["seeds_needed"])}  # fmt: skip
     mean_time = float(completed["time_s"].mean()) if len(completed) else math.nan
-    tuning_rows, _ = check_claim(claim, df[df["role"] != "evaluation"], n_resamples=200)
-    sizing = rows.drop(columns="seeds_needed").merge(
-        tuning_rows[["task", "a", "b", "seeds_needed"]], on=["task", "a", "b"], how="left")
-    todo = plan.plan(sizing, cells, grid_to_go, mean_time, pilot_needs)
+    todo = plan.plan(_sized_on_tuning_seeds(claim, df, rows), cells, grid_to_go, mean_time, pilot_needs)
     undecided = todo is not None and (rows["outcome"] == UNDERPOWERED).any()
     return todo, plan.markdown_plan(todo, mean_time) if undecided else ""
 
@@ -286,13 +291,10 @@ def evaluation_targets(df: pd.DataFrame, n_resamples: int = 200) -> dict[tuple[s
     the number is fixed before any evaluation seed and interim results never move it, and for every comparison,
     decided or not (no optional stopping). The bootstrap does not vote, so a few resamples do."""
     experiments = {str(s).removesuffix("_cpu").removesuffix("_paper") for s in df["sweep"].dropna()}
-    cells, tuning, targets = summarize(df), df[df["role"] != "evaluation"], {}
+    cells, targets = summarize(df), {}
     for claim in (c for c in CLAIMS if c.experiment in experiments):
         rows, _ = check_claim(claim, df, n_resamples)
-        tuning_rows, _ = check_claim(claim, tuning, n_resamples)
-        sizing = rows.drop(columns="seeds_needed").merge(
-            tuning_rows[["task", "a", "b", "seeds_needed"]], on=["task", "a", "b"], how="left")
-        todo = plan.plan(sizing, cells, 0, math.nan)
+        todo = plan.plan(_sized_on_tuning_seeds(claim, df, rows, n_resamples), cells, 0, math.nan)
         for key, n in (todo["targets"] if todo else {}).items():
             targets[key] = max(n, targets.get(key, 0))
     return targets
@@ -328,14 +330,15 @@ def build(
         for experiment, df in frames.items()
         if 0 < (done := completed_runs(df)) < (planned := planned_runs(experiment, variant))
     }
-    plans = {c.key: _decision_plan(c.experiment, variant, frames[c.experiment], summarize(frames[c.experiment]),
+    cells_of = {e: summarize(df) for e, df in frames.items() if len(df)}
+    plans = {c.key: _decision_plan(c.experiment, variant, frames[c.experiment], cells_of[c.experiment],
                                    tested[c.key][0], sized.get(c.experiment), c)
              if len(tested[c.key][0]) else (None, "") for c in CLAIMS}  # fmt: skip
     verdicts = []
     for claim in CLAIMS:
         rows = tested[claim.key][0]
         todo = plans[claim.key][0]
-        started = len(rows) and (summarize(frames[claim.experiment])["n_evaluation"] > 0).any()
+        started = len(rows) and (cells_of[claim.experiment]["n_evaluation"] > 0).any()
         outcomes = list(rows["outcome"]) if len(rows) else []
         undecided = rows[rows["outcome"] == UNDERPOWERED] if len(rows) else rows
         verdict = claim_verdict(outcomes, list(undecided["seeds_needed"]) if len(undecided) else [])
@@ -377,7 +380,7 @@ def build(
                 parts += ["", pilot.markdown_pilot(sized[experiment], link, len(pilot_frames[experiment]))]
             sections.append("\n".join(parts))
             continue
-        cells = summarize(df)
+        cells = cells_of[experiment]
         parts += [f"`{where}/`: {completion(experiment, variant, df)}. Its report: [summary.md](../{where}/summary.md).",
                   "", f"![{name}: score against budget](../{where}/budget_vs_score.png)", ""]  # fmt: skip
         if experiment == "table2":

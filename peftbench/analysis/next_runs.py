@@ -14,13 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from peftbench.analysis.cells import CELL, format_lr, grid_edge
+from peftbench.analysis.cells import CELL, MIN_GRID, format_lr, grid_edge
 
 #: the overrides a next-lr command sets itself: the seeds its cell ran, the lr scale that reaches the next lr, and
 #: (when a DIR is given) where the records go
 NEXT_LR_SETS = ("seed", "train.lr_scale", "results_root")
-#: the fewest lrs a cell's tuning grid needs before its choice is trusted enough to spend evaluation seeds on it
-MIN_GRID = 3
 
 
 @functools.cache
@@ -147,18 +145,14 @@ def next_evaluation_commands(
         return []
     runs_all = df[df["status"] == "completed"].assign(setting=df["setting"].fillna(""))
     lines = []
-    targets = n_seeds if isinstance(n_seeds, dict) else None
     for _, cell in cells.iterrows():
-        if not math.isfinite(cell["lr"]) or cell["n"] == 0:
+        want = n_seeds.get((cell["task"], cell["label"]), 0) if isinstance(n_seeds, dict) else n_seeds
+        if not math.isfinite(cell["lr"]) or cell["n"] == 0 or not want:
             continue
-        if targets is not None:
-            if (cell["task"], cell["label"]) not in targets:
-                continue
-            n_seeds = targets[(cell["task"], cell["label"])]
         runs = runs_all[(runs_all[CELL] == cell[CELL].to_numpy()).all(axis=1)]
         at_lr = runs[pd.to_numeric(runs["lr"]).sub(cell["lr"]).abs() <= 1e-9 * cell["lr"]]
         have = sorted({int(x) for x in at_lr.loc[at_lr["role"] == "evaluation", "seed"]})
-        if len(have) >= n_seeds:
+        if len(have) >= want:
             continue
         grid = sorted(lr for lr in cell["lr_grid"] if math.isfinite(lr))
         if len(grid) < MIN_GRID:
@@ -171,8 +165,8 @@ def next_evaluation_commands(
                          "grid: extend the grid first (--next-lrs)")  # fmt: skip
             continue
         start = int(runs["evaluation_seeds_from"].max())
-        missing = [s for s in range(start, start + n_seeds + len(have)) if s not in have][: n_seeds - len(have)]
+        missing = [s for s in range(start, start + want + len(have)) if s not in have][: want - len(have)]
         command, note = _cell_command(runs_all, cell, float(cell["lr"]), missing, root)
-        lines += [f"# {cell['task']} {cell['label']}: {len(have)} of {n_seeds} evaluation seeds at its chosen lr "
+        lines += [f"# {cell['task']} {cell['label']}: {len(have)} of {want} evaluation seeds at its chosen lr "
                   f"{format_lr(cell['lr'])}", command + note]  # fmt: skip
     return lines

@@ -19,7 +19,7 @@ import pandas as pd
 
 from peftbench.analysis.cells import grid_edge
 
-MIN_EVAL, MAX_EVAL, MIN_GRID, CONCURRENT = 5, 12, 3, 2
+MIN_EVAL, MAX_EVAL, CONCURRENT = 5, 12, 2
 UNDERPOWERED = "underpowered"
 
 

@@ -56,10 +56,11 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     cells, per_lr = summarize(df), summarize(df, choose_lr=False)
     comparisons, notes = compare.compare(df, list(specs), n_resamples=n_resamples)
-    # a record's path relative to the report, so that a committed summary.csv names no checkout
-    relative = [os.path.relpath(Path(path).resolve(), out.resolve()) for path in df["path"]]
+    def relative(path: str) -> str:  # relative to the report, so that a committed report names no checkout
+        return os.path.relpath(Path(path).resolve(), out.resolve())
+
     frames = {
-        "summary.csv": df.assign(path=relative), "cells.csv": cells, "cells_by_lr.csv": per_lr, "comparisons.csv": comparisons,
+        "summary.csv": df.assign(path=df["path"].map(relative)), "cells.csv": cells, "cells_by_lr.csv": per_lr, "comparisons.csv": comparisons,
     }  # fmt: skip
     for name, frame in frames.items():
         frame.to_csv(out / name, index=False)
@@ -74,7 +75,7 @@ def write_report(
         compared,
     ]
     problem_lines = [f"- `{p.path}`: {p.reason}" for p in problems]  # printed: the paths as the records were found
-    in_report = [f"- `{os.path.relpath(Path(p.path).resolve(), out.resolve())}`: {p.reason}" for p in problems]
+    in_report = [f"- `{relative(p.path)}`: {p.reason}" for p in problems]
     body = "\n\n".join(s for s in sections if s)
     (out / "summary.md").write_text(
         "\n".join([body, "", counts_line(df, problems), "", precision_line(df), "", cpu_kind_line(df), "",
