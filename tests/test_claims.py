@@ -236,3 +236,24 @@ def test_resume_reruns_under_fp32_a_configuration_recorded_in_bf16(tmp_path: Pat
                  tmp_path / "f")
     assert find_completed(tmp_path, run_key(pinned, "no")) == tmp_path / "f" / "result.json"
     assert run_key(config, "no") == run_key(pinned, "no")  # auto resolved to fp32 and a pinned fp32: one run
+
+
+def test_the_run_key_holds_the_lr_a_run_trains_at_not_its_factors(tmp_path: Path) -> None:
+    """A preset at 2e-3 and the same preset moved to 1e-3 with ``lr_scale=2`` train the same run (issue 25: the MAM
+    and prefix presets' lrs changed after records existed, and the grid composed since would have rerun them); a
+    ``train.lr`` wins over the preset's, and a different peak lr is a different run."""
+    from peftbench.run.config import as_plain, compose
+
+    old = as_plain(compose(["model=tiny_bert", "method=mam", "method.lr=0.002"]))
+    new = as_plain(compose(["model=tiny_bert", "method=mam", "method.lr=0.001", "train.lr_scale=2"]))
+    assert run_key(old, "no") == run_key(new, "no")
+    write_record({"status": "completed", "run_key": run_key(old, "no"), "score": 0.9, "config": old,
+                  "mixed_precision": "no"}, tmp_path / "old")
+    assert find_completed(tmp_path, run_key(new, "no")) == tmp_path / "old" / "result.json"
+    overridden = as_plain(compose(["model=tiny_bert", "method=mam", "train.lr=0.002"]))
+    assert run_key(overridden, "no") == run_key(old, "no")
+    for other in (["train.lr_scale=4"], ["method.lr=0.003"], ["train.lr=0.001"]):
+        assert run_key(as_plain(compose(["model=tiny_bert", "method=mam", *other])), "no") != run_key(old, "no"), other
+    tripled = {**old, "method": {**old["method"], "lr": 1e-4}, "train": {**old["train"], "lr_scale": 3.0}}
+    three = {**old, "method": {**old["method"], "lr": 3e-4}}
+    assert 1e-4 * 3 != 3e-4 and run_key(tripled, "no") == run_key(three, "no")  # the last bit of a product

@@ -60,6 +60,7 @@ def run_key(config: dict[str, Any], precision: str | None = None) -> str:
     plain = json.loads(json.dumps(config, default=str))
     if precision is not None and isinstance(plain.get("train"), dict):
         plain["train"]["mixed_precision"] = precision
+    _lr_as_run(plain)
     for dotted in (*NOT_IN_KEY, *ADDED_KEYS):
         *parents, last = dotted.split(".")
         node = plain
@@ -78,6 +79,23 @@ def run_key(config: dict[str, Any], precision: str | None = None) -> str:
         for key in VERBALIZER_KEYS:
             task.pop(key, None)
     return hashlib.sha1(json.dumps(plain, sort_keys=True).encode()).hexdigest()
+
+
+def _lr_as_run(plain: dict[str, Any]) -> None:
+    """Put the peak lr a run trains at (``train.lr``, else ``method.lr``, × ``train.lr_scale``:
+    `peftbench.run.train.effective_lr`) in ``train.lr``, in place, and drop its factors: a preset at 2e-3 and one at
+    1e-3 with ``lr_scale=2`` compute the same run, so a grid composed after a preset's lr changed finds the runs
+    recorded before it (rounded to 12 significant digits: 3e-4 × 4 and 1.2e-3 differ in the last bit)."""
+    train, method = plain.get("train"), plain.get("method")
+    if not (isinstance(train, dict) and isinstance(method, dict)):
+        return
+    base, scale = as_float(train.get("lr")), as_float(train.get("lr_scale", 1.0))
+    base = base if base is not None else as_float(method.get("lr"))
+    if base is None or scale is None:
+        return
+    train["lr"] = float(f"{base * scale:.12g}")
+    train.pop("lr_scale", None)
+    method.pop("lr", None)
 
 
 #: the first evaluation seed of a record written before the protocol was recorded (`RunConfig.evaluation_seeds_from`)
