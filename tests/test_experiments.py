@@ -16,6 +16,7 @@ import json
 import math
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hydra import compose as hydra_compose
@@ -228,6 +229,24 @@ def test_planned_jobs_are_the_grid() -> None:
         assert len(planned_jobs(["-m", f"+experiment={name}"])) == runs(name), name
     narrowed = planned_jobs(["-m", "+experiment=table2_cpu", "task=sst2", "train.lr_scale=1"])
     assert len(narrowed) == 6 * 3 and all("task=sst2" in job for job in narrowed)
+
+
+def test_planned_keys_are_the_keys_runs_record() -> None:
+    """`planned_keys` composes a grid once per combination of its non-leaf keys and sets seed and lr_scale on a
+    copy: the same keys as composing every job, and the keys the committed records of a finished grid carry."""
+    from peftbench.analysis.records import load_records
+    from peftbench.run.config import as_plain, compose
+    from peftbench.run.record import run_key
+    from peftbench.run.sweep import planned_jobs, planned_keys
+
+    argv = ["-m", "+experiment=composition_cpu"]
+    keys, jobs = planned_keys(argv), planned_jobs(argv)
+    assert len(keys) == len(set(keys)) == len(jobs) == 63
+    for i in (0, 1, 2, 20, 40, 62):  # seeds and lr scales of several arms
+        assert keys[i] == run_key(as_plain(compose(jobs[i])), "no"), jobs[i]
+    insertion = planned_keys(["-m", "+experiment=insertion_cpu"])
+    df, _ = load_records([Path(__file__).resolve().parent.parent / "results" / "insertion_cpu"])
+    assert set(insertion) <= set(df.loc[df["status"] == "completed", "run_key"])  # its grid is complete (72 jobs)
 
 
 def _arm_budgets(experiment: str) -> dict[str, int]:

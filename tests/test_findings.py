@@ -146,13 +146,27 @@ def test_claims_split_by_budget_tier_and_compare_with_the_paper(results: Path) -
     assert "| adapter | 0.5% | 87.2 | 94.2 |" in text  # the paper's row beside the measured one
     assert "85.5 ± 0.5" in text  # adapter's measured median ± std ×100 (0.85, 0.855, 0.86)
     assert "Constant predictor on the dev set (majority class; 0 for correlations): sst2 50.0" in text
-    assert "6 of 144 planned runs completed, 0 failed" in text
+    # the fixture's run keys are no job of table2_cpu's grid: 6 runs, none of the 144 grid jobs done
+    assert "6 runs completed (0 of the 144 its grid plans; 6 beyond it" in text
     # neither grid is complete: their verdicts are provisional, in the table and in each claim's heading; a claim
     # not run is not
     assert by_key["table2"]["provisional"] and by_key["attention_small"]["provisional"]
     assert not by_key["parallel"]["provisional"] and "**not run** (provisional" not in text
-    assert text.count("**disagrees** (provisional: 6 of 144 planned runs)") == 2
+    assert text.count("**disagrees** (provisional: 0 of its grid's 144 runs)") == 2
     assert "No records under `results/insertion_cpu/` yet" in text
+
+
+def test_grid_progress_counts_the_grid_jobs_done_not_the_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    """lr extensions and evaluation seeds are not grid jobs: table2_cpu once had 145 records for a 144-job grid
+    whose STS-B half had never run, and read as complete. A failed run of a grid job does not count as done."""
+    monkeypatch.setattr(findings, "planned_keys", lambda experiment, variant: ("a", "b", "c"))
+    df = pd.DataFrame({"status": ["completed", "completed", "completed", "failed"], "run_key": ["a", "x", "y", "b"],
+                       "time_s": [1800.0] * 4})  # fmt: skip
+    assert findings.grid_progress("table2", "cpu", df) == (1, 3)
+    assert findings.completion("table2", "cpu", df) == (
+        "3 runs completed (1 of the 3 its grid plans; 2 beyond it: lr extensions at a grid edge and evaluation "
+        "seeds), 1 failed; 1.5 h of CPU time in the completed records")
+    assert findings.grid_progress("table2", "cpu", df.iloc[:0]) == (0, 3)
 
 
 def test_an_experiment_not_run_is_sized_from_a_pilot_that_never_votes(results: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ the docstring of ``peftbench/findings.py`` (the command, ``python -m peftbench.f
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterable
@@ -223,26 +224,32 @@ def markdown_table2_vs_paper(cells: pd.DataFrame, df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def planned_runs(experiment: str, variant: str) -> int:
-    """How many runs the experiment's grid plans (`planned_jobs`)."""
-    from peftbench.run.sweep import planned_jobs
+@functools.cache
+def planned_keys(experiment: str, variant: str) -> tuple[str, ...]:
+    """The run keys of the jobs the experiment's grid plans (`peftbench.run.sweep.planned_keys`)."""
+    from peftbench.run.sweep import planned_keys as keys
 
-    return len(planned_jobs(["-m", f"+experiment={experiment}_{variant}"]))
+    return tuple(keys(["-m", f"+experiment={experiment}_{variant}"]))
 
 
-def completed_runs(df: pd.DataFrame) -> int:
-    return int((df["status"] == "completed").sum()) if len(df) else 0
+def grid_progress(experiment: str, variant: str, df: pd.DataFrame) -> tuple[int, int]:
+    """(jobs of the experiment's grid that have a completed record, jobs it plans): the record's run key is the job's,
+    as resume matches them, so that lr extensions and evaluation seeds, which are not in the grid, never make up
+    for grid jobs still to run (table2_cpu had more records than its grid while STS-B had none)."""
+    planned = planned_keys(experiment, variant)
+    done = set(df.loc[df["status"] == "completed", "run_key"]) if len(df) else set()
+    return sum(key in done for key in planned), len(planned)
 
 
 def completion(experiment: str, variant: str, df: pd.DataFrame) -> str:
-    """``N of M planned runs completed (K failed)``, M from the experiment's grid (`planned_jobs`)."""
-    planned, done = planned_runs(experiment, variant), completed_runs(df)
+    """``N runs completed (G of the M its grid plans, ...), K failed; H h of CPU time``."""
+    (in_grid, planned), completed = grid_progress(experiment, variant, df), df[df["status"] == "completed"]
     failed = int((df["status"] == "failed").sum()) if len(df) else 0
-    hours = df.loc[df["status"] == "completed", "time_s"].sum() / 3600 if len(df) else 0.0
-    return (f"{done} of {planned} planned runs completed, {failed} failed; {hours:.1f} h of CPU time in the "
-            f"completed records" + (" (more runs than planned: cells rerun at a new lr keep their earlier-lr runs, "
-                                    "and the report chooses between the lrs on the held-out split)"
-                                    if done > planned else ""))  # fmt: skip
+    hours = completed["time_s"].sum() / 3600 if len(df) else 0.0
+    beyond = len(completed) - in_grid
+    return (f"{len(completed)} runs completed ({in_grid} of the {planned} its grid plans"
+            + (f"; {beyond} beyond it: lr extensions at a grid edge and evaluation seeds" if beyond else "")
+            + f"), {failed} failed; {hours:.1f} h of CPU time in the completed records")
 
 
 HEADER = """# Findings: the paper's claims on this machine
@@ -276,7 +283,8 @@ def _decision_plan(experiment: str, variant: str, df: pd.DataFrame, cells: pd.Da
     if rows.empty:
         return None, ""
     completed = df[df["status"] == "completed"]
-    grid_to_go = max(0, planned_runs(experiment, variant) - int((completed["role"] != "evaluation").sum()))
+    in_grid, planned = grid_progress(experiment, variant, df)
+    grid_to_go = planned - in_grid
     pilot_needs = {} if sized is None else {(r["task"], r["a"], r["b"]): int(r["seeds_needed"])
                                             for _, r in sized.iterrows() if pd.notna(r["seeds_needed"])}  # fmt: skip
     mean_time = float(completed["time_s"].mean()) if len(completed) else math.nan
@@ -325,11 +333,8 @@ def build(
     sized = {e: pilot.pilot_rows([c for c in CLAIMS if c.experiment == e], df, check_claim, n_resamples)
              for e, df in pilot_frames.items() if any(c.experiment == e for c in CLAIMS) and len(df)}  # fmt: skip
     # an experiment whose grid has not completed gives provisional verdicts: a cell may lack seeds or lrs
-    unfinished = {
-        experiment: (done, planned)
-        for experiment, df in frames.items()
-        if 0 < (done := completed_runs(df)) < (planned := planned_runs(experiment, variant))
-    }
+    progress = {e: grid_progress(e, variant, df) for e, df in frames.items() if len(df)}
+    unfinished = {e: (done, planned) for e, (done, planned) in progress.items() if done < planned}
     cells_of = {e: summarize(df) for e, df in frames.items() if len(df)}
     plans = {c.key: _decision_plan(c.experiment, variant, frames[c.experiment], cells_of[c.experiment],
                                    tested[c.key][0], sized.get(c.experiment), c)
@@ -358,7 +363,7 @@ def build(
                       if v["verdict"] == NOT_RUN and pd.notna(v["pilot_needs"]) else "")  # fmt: skip
         interim = (f" (interim: {v['interim']} evaluation runs of its fixed design to go)"
                    if v["interim"] and not v["provisional"] else "")  # fmt: skip
-        return f"**{v['verdict']}**" + (f" (provisional: {done} of {planned} planned runs)" if v["provisional"]
+        return f"**{v['verdict']}**" + (f" (provisional: {done} of its grid's {planned} runs)" if v["provisional"]
                                         else pilot_note) + interim
 
     lines = ["| claim | paper | experiment | verdict | comparisons: " + " / ".join(OUTCOMES) + " |",

@@ -65,3 +65,42 @@ def planned_jobs(argv: list[str]) -> list[list[str]]:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             choices = sweep_choices(argv)
     return [list(job) for job in itertools.product(*choices.values())]
+
+
+#: keys whose sweep values set one leaf of the composed config: `planned_keys` composes a grid once per combination
+#: of the other keys and sets these on a copy (equal to composing every job: tests/test_experiments.py)
+LEAF_KEYS = ("seed", "train.lr_scale")
+
+
+def planned_keys(argv: list[str]) -> list[str]:
+    """The run key of every job `planned_jobs` lists, as a run computes it (its composed config at the precision
+    this machine resolves): what resume matches a completed record against, so that a report counts the jobs of a
+    grid that are done (`peftbench.analysis.findings`) rather than its records, which lr extensions and evaluation
+    seeds outnumber."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from peftbench.run.config import as_plain
+    from peftbench.run.precision import resolve_mixed_precision
+    from peftbench.run.record import run_key
+
+    def keys() -> list[str]:
+        composed: dict[tuple[str, ...], object] = {}
+        out = []
+        for job in planned_jobs(argv):
+            leaves = [o for o in job if o.split("=", 1)[0] in LEAF_KEYS]
+            rest = tuple(o for o in job if o not in leaves)
+            if rest not in composed:
+                composed[rest] = compose(list(rest))
+            cfg = composed[rest].copy()
+            for override in OverridesParser.create().parse_overrides(leaves):
+                OmegaConf.update(cfg, override.get_key_element(), override.value())
+            precision = resolve_mixed_precision(cfg.train.mixed_precision, cfg.train.cpu)
+            out.append(run_key(as_plain(cfg), precision))
+        return out
+
+    if GlobalHydra.instance().is_initialized():
+        return keys()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return keys()
