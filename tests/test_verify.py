@@ -9,8 +9,11 @@ and regenerate the canary with the command in `CANARY_COMMAND` (then copy ``run/
 
 fp32 is bitwise only within one CPU kind: AVX512 kernels block float sums differently from AVX2 ones (the AVX2
 canary rerun on an AVX512 machine: 1 of 64 predictions and the epoch-1 history differ; pinning ATen, MKL and
-oneDNN to AVX2 there does not restore it). So there is one canary per kind, ``canary/<cpu_isa>/result.json``, and
-the canary tests rerun this machine's; on a kind without one they skip and say how to make it.
+oneDNN to AVX2 there does not restore it), and within one kind only on the same SIMD extensions (an AVX512 canary
+rerun on an AVX512 CPU with AMX and AVX512-FP16: the same predictions, a gate's value 1e-9 apart). So a canary is
+named by the features of the CPU that made it, ``canary/<cpu_features>/result.json``; a kind's folder
+(``canary/AVX2``: every AVX2 machine this project has had reran it bit for bit) stands in where none is. The canary
+tests rerun this machine's; on a machine without one they skip and say how to make it.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ import pytest
 
 from peftbench import verify
 from peftbench.run import rerun
-from peftbench.run.precision import cpu_isa
+from peftbench.run.precision import cpu_features, cpu_isa
 from peftbench.run.verify import sample
 
 CANARIES = Path(__file__).resolve().parent / "data" / "canary"
-#: this CPU kind's canary (the one to rerun), and one of any kind (for the tests that only read a record)
-CANARY_HERE = CANARIES / cpu_isa() / "result.json"
+#: this CPU's canary (the one to rerun: its features', else its kind's), and one of any kind (for the tests that
+#: only read a record)
+CANARY_HERE = next((p for p in (CANARIES / cpu_features() / "result.json", CANARIES / cpu_isa() / "result.json")
+                    if p.is_file()), CANARIES / cpu_features() / "result.json")  # fmt: skip
 CANARY = CANARIES / "AVX2" / "result.json"
 CANARY_COMMAND = ("python -m peftbench method=mam model=tiny_bert task=stsb data.max_train_samples=128 data.held_out=32 "
                   "data.max_eval_samples=64 train.epochs=1 train.mixed_precision=no train.progress=false "
@@ -49,7 +54,7 @@ def canary_rerun(tmp_path_factory: pytest.TempPathFactory, glue_dir: Path) -> di
     """One rerun of this CPU kind's canary through ``python -m peftbench`` (kept: the record the other tests
     compare with)."""
     if not CANARY_HERE.is_file():
-        pytest.skip(f"no canary for this CPU kind ({cpu_isa()}): run CANARY_COMMAND and copy its run/result.json to "
+        pytest.skip(f"no canary for this CPU ({cpu_features()}): run CANARY_COMMAND and copy its run/result.json to "
                     f"{CANARY_HERE}")
     keep = tmp_path_factory.mktemp("verify")
     out, err = io.StringIO(), io.StringIO()
@@ -186,3 +191,10 @@ def test_a_difference_across_cpu_kinds_says_so():
     assert compare(committed, copy.deepcopy(committed) | {"cpu_isa": "AVX512"}).identical
     unrecorded = {k: v for k, v in committed.items() if k != "cpu_isa"}
     assert "computed on a CPU kind it does not record, rerun on AVX512" in compare(unrecorded, rerun_elsewhere).notes[0]
+    # one kind, other SIMD extensions (`cpu_features`, recorded since 2026-12-07): said too, an older record included
+    other_features = same_kind | {"cpu_features": "AVX2-bbbbbbbb"}
+    assert compare(committed | {"cpu_features": "AVX2-aaaaaaaa"}, other_features).notes == [
+        "computed on AVX2-aaaaaaaa, rerun on AVX2-bbbbbbbb: within one kind, other SIMD extensions may change the "
+        "last digits"]
+    assert "computed on CPU features it does not record" in compare(committed, other_features).notes[0]
+    assert compare(committed | {"cpu_features": "AVX2-bbbbbbbb"}, other_features).notes == []

@@ -5,6 +5,8 @@ this machine, the accelerator at that precision, a regression head kept in fp32 
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,10 +19,12 @@ from peftbench.space.inject import head_modules
 
 #: what a record can promise about a rerun with the same seed, by device and precision (README, "Long sweeps")
 DETERMINISM = {
-    ("cpu", "no"): "bitwise on one kind of CPU, fp32: the same command and seed give the same metrics and loss "
-                   "history on a CPU of the same kind (``cpu_isa``); on the other kind (AVX2 vs AVX512) float sums "
-                   "are blocked differently and a few predictions may differ (an AVX2 record rerun on AVX512: 2 of "
-                   "872 SST-2 dev predictions, the score unchanged)",
+    ("cpu", "no"): "bitwise on one CPU's SIMD extensions, fp32: the same command and seed give the same metrics "
+                   "and loss history on a CPU with the same ``cpu_features``; on the other kind (AVX2 vs AVX512) "
+                   "float sums are blocked differently and a few predictions may differ (an AVX2 record rerun on "
+                   "AVX512: 2 of 872 SST-2 dev predictions, the score unchanged), and on one kind with other "
+                   "extensions the last digits may (an AVX512 canary rerun on an AVX512 CPU with AMX: the same "
+                   "predictions, a gate's value 1e-9 apart)",
     ("cpu", "bf16"): "bitwise on one kind of CPU, bf16 autocast: the same command and seed give the same metrics "
                      "on the same CPU kind; a CPU of the other kind (native AMX/AVX512-BF16 vs emulated on AVX2) "
                      "computes bf16 differently and may give different numbers",
@@ -40,6 +44,23 @@ def cpu_isa() -> str:
     """The instruction set torch's CPU kernels dispatch to on this machine (``AVX2``, ``AVX512``, ...): the CPU kind
     a record was computed on, since fp32 is bitwise only within one (`DETERMINISM`)."""
     return str(torch.backends.cpu.get_cpu_capability())
+
+
+#: the /proc/cpuinfo flags of the SIMD extensions that torch's kernels (ATen, MKL, oneDNN) may dispatch on
+SIMD_FLAG_PREFIXES = ("avx", "amx", "fma", "f16c", "sse")
+
+
+def cpu_features() -> str:
+    """This CPU's kind (`cpu_isa`) and a short hash of its SIMD extensions, e.g. ``AVX512-1a2b3c4d``; the kind alone
+    where /proc/cpuinfo cannot be read. Finer than the kind: two AVX512 machines of this project, one with AMX and
+    AVX512-FP16, reran the AVX512 canary to the same predictions and score but a gate's value 1e-9 apart after one
+    epoch (2026-12-07), so a bitwise rerun is promised only on the same features (`DETERMINISM`)."""
+    try:
+        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
+    except (OSError, StopIteration):
+        return cpu_isa()
+    simd = sorted({flag for flag in line.split(":", 1)[-1].split() if flag.startswith(SIMD_FLAG_PREFIXES)})
+    return f"{cpu_isa()}-{hashlib.sha1(' '.join(simd).encode()).hexdigest()[:8]}"
 
 
 def cpu_supports_bf16() -> bool:

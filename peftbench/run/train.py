@@ -37,6 +37,7 @@ from peftbench.run.evaluate import (
 from peftbench.run.latency import inference_cost
 from peftbench.run.precision import (
     accelerator_at,
+    cpu_features,
     cpu_isa,
     determinism,
     fp32_regression_head,
@@ -373,6 +374,7 @@ def _result(loop: Loop, progress: Progress, prep: Prepared, metrics: dict[str, f
         "data_source": prep.data_source,
         "device": str(accelerator.device),
         "cpu_isa": cpu_isa(),  # the CPU kind: fp32 is bitwise only within one (the record's `determinism`)
+        "cpu_features": cpu_features(),  # and its SIMD extensions: bitwise is promised only on the same ones
         "num_processes": accelerator.num_processes,
         "determinism": determinism(accelerator.device.type, accelerator.mixed_precision),
         "mixed_precision": accelerator.mixed_precision,

@@ -121,7 +121,7 @@ def compare(committed: dict[str, Any], rerun: dict[str, Any], key: str | None = 
         return Outcome(False, None, notes=[f"rerun {rerun.get('status')}: {rerun.get('error')}"])
     if rerun.get("verify_exit"):
         out.notes.append(f"the rerun wrote its record but exited {rerun['verify_exit']}")
-    if rerun.get("run_key") != (key or record_key(committed)):
+    if record_key(rerun) != (key or record_key(committed)):
         out.identical = False
         out.notes.append("the rerun's run key differs from the record's")
     for split, recorded in committed["predictions"].items():
@@ -155,16 +155,29 @@ def compare(committed: dict[str, Any], rerun: dict[str, Any], key: str | None = 
     if out.first_epoch is not None:
         out.identical = False
     if not out.identical:
-        kinds = committed.get("cpu_isa"), rerun.get("cpu_isa")
-        if not str(committed.get("device") or "cpu").startswith("cuda") and kinds[0] != kinds[1]:
-            out.notes.append(f"computed on {kinds[0] or 'a CPU kind it does not record'}, rerun on {kinds[1]}: "
-                             "fp32 is bitwise only within one CPU kind")  # fmt: skip
+        out.notes += _cpu_notes(committed, rerun)
         before, now = committed.get("versions") or {}, rerun.get("versions") or {}
         changed = [f"{k} {before.get(k)} -> {now.get(k)}" for k in ("torch", "transformers", "accelerate")
                    if before.get(k) != now.get(k)]
         if changed:
             out.notes.append("versions differ: " + ", ".join(changed))
     return out
+
+
+def _cpu_notes(committed: dict[str, Any], rerun: dict[str, Any]) -> list[str]:
+    """Why a CPU rerun may differ: another CPU kind (``cpu_isa``), or one kind with other SIMD extensions
+    (``cpu_features``, recorded since 2026-12-07; an older record cannot tell)."""
+    if str(committed.get("device") or "cpu").startswith("cuda"):
+        return []
+    kinds, features = (committed.get("cpu_isa"), rerun.get("cpu_isa")), (committed.get("cpu_features"),
+                                                                         rerun.get("cpu_features"))  # fmt: skip
+    if kinds[0] != kinds[1]:
+        return [f"computed on {kinds[0] or 'a CPU kind it does not record'}, rerun on {kinds[1]}: fp32 is bitwise "
+                "only within one CPU kind"]  # fmt: skip
+    if features[0] != features[1]:
+        return [f"computed on {features[0] or 'CPU features it does not record'}, rerun on {features[1]}: within one "
+                "kind, other SIMD extensions may change the last digits"]  # fmt: skip
+    return []
 
 
 def line(path: Path, record: dict[str, Any], outcome: Outcome) -> str:
