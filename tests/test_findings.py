@@ -164,7 +164,7 @@ def test_grid_progress_counts_the_grid_jobs_done_not_the_records(monkeypatch: py
                        "time_s": [1800.0] * 4})  # fmt: skip
     assert findings.grid_progress("table2", "cpu", df) == (1, 3)
     assert findings.completion("table2", "cpu", df) == (
-        "3 runs completed (1 of the 3 its grid plans; 2 beyond it: lr extensions at a grid edge and evaluation "
+        "3 runs completed (1 of the 3 its grid plans; 2 beyond it: runs at lrs outside the grid and evaluation "
         "seeds), 1 failed; 1.5 h of CPU time in the completed records")
     assert findings.grid_progress("table2", "cpu", df.iloc[:0]) == (0, 3)
 

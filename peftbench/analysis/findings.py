@@ -248,7 +248,7 @@ def completion(experiment: str, variant: str, df: pd.DataFrame) -> str:
     hours = completed["time_s"].sum() / 3600 if len(df) else 0.0
     beyond = len(completed) - in_grid
     return (f"{len(completed)} runs completed ({in_grid} of the {planned} its grid plans"
-            + (f"; {beyond} beyond it: lr extensions at a grid edge and evaluation seeds" if beyond else "")
+            + (f"; {beyond} beyond it: runs at lrs outside the grid and evaluation seeds" if beyond else "")
             + f"), {failed} failed; {hours:.1f} h of CPU time in the completed records")
 
 
