@@ -55,16 +55,20 @@ def sweep_choices(argv: list[str]) -> dict[str, list[str]]:
 def planned_jobs(argv: list[str]) -> list[list[str]]:
     """The overrides of every job a command line asks for (``["-m", "+experiment=table2_cpu"]``: the experiment's
     whole grid, command-line keys winning as in Hydra), one list per job."""
+
+    choices = _in_conf(sweep_choices, normalise_argv(list(argv)))
+    return [list(job) for job in itertools.product(*choices.values())]
+
+
+def _in_conf(fn, *args):
+    """`fn(*args)` with Hydra initialised on conf/ (as it is already inside a Hydra app or test)."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    argv = normalise_argv(list(argv))
     if GlobalHydra.instance().is_initialized():
-        choices = sweep_choices(argv)
-    else:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            choices = sweep_choices(argv)
-    return [list(job) for job in itertools.product(*choices.values())]
+        return fn(*args)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return fn(*args)
 
 
 #: keys whose sweep values set one leaf of the composed config: `planned_keys` composes a grid once per combination
@@ -77,8 +81,6 @@ def planned_keys(argv: list[str]) -> list[str]:
     this machine resolves): what resume matches a completed record against, so that a report counts the jobs of a
     grid that are done (`peftbench.analysis.findings`) rather than its records, which lr extensions and evaluation
     seeds outnumber."""
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
     from peftbench.run.config import as_plain
@@ -100,7 +102,4 @@ def planned_keys(argv: list[str]) -> list[str]:
             out.append(run_key(as_plain(cfg), precision))
         return out
 
-    if GlobalHydra.instance().is_initialized():
-        return keys()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return keys()
+    return _in_conf(keys)
