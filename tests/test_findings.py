@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 
@@ -59,7 +60,11 @@ def record(method: str, seed: int, accuracy: float, *, sweep: str, share: float,
         ([AGREES, UNDERPOWERED, UNDERPOWERED], [7, 30], "underpowered (needs ≈ 30 seeds)"),  # fewer than half
         ([AGREES, AGREES, DISAGREES], [], MIXED),
         ([DIFFERS, UNDERPOWERED], [9], DISAGREES),  # a ≈ that differs contradicts the claim
-        ([UNDERPOWERED, UNDERPOWERED], [None, 8], "underpowered (needs ≈ 8 seeds)"),
+        ([UNDERPOWERED, UNDERPOWERED], [None, 8], "underpowered (needs ≈ 8 seeds; 1 comparison not yet sized)"),
+        # a table column turns None into NaN: never "needs ≈ nan seeds", whatever the order
+        ([UNDERPOWERED] * 3, [15.0, math.nan, 9.0], "underpowered (needs ≈ 15 seeds; 1 comparison not yet sized)"),
+        ([UNDERPOWERED] * 3, [math.nan, 15.0, math.nan], "underpowered (needs ≈ 15 seeds; 2 comparisons not yet sized)"),
+        ([UNDERPOWERED, UNDERPOWERED], [math.nan, math.nan], UNDERPOWERED),
         ([UNDERPOWERED], [None], UNDERPOWERED),
     ],
 )

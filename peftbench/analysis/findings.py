@@ -73,7 +73,7 @@ def decide(e: Expectation, row: pd.Series, p_holm: float) -> tuple[stats.Decisio
 
 def claim_verdict(outcomes: Iterable[str], needed: Iterable[int | None] = ()) -> str:
     """A claim's verdict from its comparisons' outcomes (module docstring); `needed`: the seeds each
-    underpowered comparison would need (the most is quoted)."""
+    underpowered comparison would need (the most is quoted; None or NaN: not sized, e.g. no seed pairs yet)."""
     outcomes = list(outcomes)
     if not outcomes:
         return NOT_RUN
@@ -85,8 +85,13 @@ def claim_verdict(outcomes: Iterable[str], needed: Iterable[int | None] = ()) ->
         return DISAGREES
     if support and contradict:
         return MIXED
-    counts = [n for n in needed if n is not None]
-    return f"{UNDERPOWERED} (needs ≈ {max(counts)} seeds)" if counts else UNDERPOWERED
+    needed = list(needed)
+    counts = [int(n) for n in needed if n is not None and math.isfinite(n)]  # a table column holds NaN for None
+    unsized = len(needed) - len(counts)
+    if not counts:
+        return UNDERPOWERED
+    return (f"{UNDERPOWERED} (needs ≈ {max(counts)} seeds"
+            + (f"; {unsized} comparison{'s' * (unsized != 1)} not yet sized" if unsized else "") + ")")  # fmt: skip
 
 
 def tier_of(share_pct: float) -> str:
