@@ -23,7 +23,9 @@ votes. A claim **agrees** when none of its comparisons contradicts it (disagrees
 support it (agrees / equivalent), **disagrees** when none supports it and at least half contradict it, is
 **mixed** when some support and some contradict it, and is **underpowered (needs ≈ N seeds)** otherwise (N the
 most any of its sized undecided comparisons needs, and how many are not yet sized); **not run** when no comparison has completed runs on both sides. A
-verdict of an experiment that has completed fewer runs than its grid plans is marked *provisional*; a cell with
+verdict of an experiment that has completed fewer runs than its grid plans is marked *provisional*; one read before
+its fixed design's evaluation seeds are all in is *interim*, and one with none of them yet *tuning seeds only* (each
+cell chosen and compared on the same runs, so biased toward a difference); a cell with
 fewer than 3 lrs, with its choice at a grid edge, or with no evaluation seeds is marked in its claim's table.
 An experiment with no records that has some under ``--pilots`` (the bf16 archive) is *sized* from them: the seeds
 each comparison would need, never an outcome (`peftbench.analysis.pilot`).

@@ -161,6 +161,23 @@ def test_claims_split_by_budget_tier_and_compare_with_the_paper(results: Path) -
     assert "No records under `results/insertion_cpu/` yet" in text
 
 
+def test_a_verdict_before_any_evaluation_seed_reads_tuning_seeds_only(
+    results: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the grid complete and no evaluation seed, each cell is chosen and compared on the same runs: the
+    verdict stands but says so (ptuning_v2_ablation's "disagrees" read bare once its grid completed)."""
+    df, _ = load_records([results / "representation_cpu"])
+    monkeypatch.setattr(findings, "planned_keys", lambda experiment, variant: tuple(df["run_key"]))
+    text, verdicts = findings.build(results, n_resamples=100)
+    small = verdicts.iloc[[c.key for c in findings.CLAIMS].index("attention_small")]
+    assert (small["verdict"], bool(small["provisional"]), small["interim"]) == (AGREES, False, 0)
+    assert small["tuning_only"] > 0  # the fixed design's evaluation runs, none of them in
+    shown = f"**agrees** (tuning seeds only: chosen and compared on the same runs; its {small['tuning_only']} evaluation"
+    assert shown in text
+    # table2's records are no job of that (patched) grid: provisional, which says more than tuning seeds only
+    assert f"**disagrees** (provisional: 0 of its grid's {len(df)} runs)" in text
+
+
 def test_grid_progress_counts_the_grid_jobs_done_not_the_records(monkeypatch: pytest.MonkeyPatch) -> None:
     """lr extensions and evaluation seeds are not grid jobs: table2_cpu once had 145 records for a 144-job grid
     whose STS-B half had never run, and read as complete. A failed run of a grid job does not count as done."""

@@ -357,6 +357,8 @@ def build(
             "provisional": verdict != NOT_RUN and claim.experiment in unfinished,
             # evaluation has begun but the fixed design's evaluation seeds are not all in: an interim look
             "interim": int(todo["eval_runs"]) if todo and started and todo["eval_runs"] else 0,
+            # no evaluation seed yet: each cell is chosen and compared on the same tuning seeds (biased upward)
+            "tuning_only": int(todo["eval_runs"]) if todo and not started and todo["eval_runs"] else 0,
             "pilot_needs": pilot.most_needed(sized[claim.experiment], claim.key) if claim.experiment in sized else None,
             **{o: outcomes.count(o) for o in OUTCOMES},
         })  # fmt: skip
@@ -368,6 +370,9 @@ def build(
                       if v["verdict"] == NOT_RUN and pd.notna(v["pilot_needs"]) else "")  # fmt: skip
         interim = (f" (interim: {v['interim']} evaluation runs of its fixed design to go)"
                    if v["interim"] and not v["provisional"] else "")  # fmt: skip
+        if v["tuning_only"] and not v["provisional"]:
+            interim = (f" (tuning seeds only: chosen and compared on the same runs; its {v['tuning_only']} "
+                       "evaluation runs have not started)")  # fmt: skip
         return f"**{v['verdict']}**" + (f" (provisional: {done} of its grid's {planned} runs)" if v["provisional"]
                                         else pilot_note) + interim
 
