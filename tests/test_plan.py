@@ -70,3 +70,19 @@ def test_a_decided_claim_still_runs_its_fixed_design_and_nothing_is_planned_with
     fixed = plan.plan(decided, cells(a=5, b=5), 0, 60.0)
     assert fixed["targets"] == {("sst2", "a"): 8, ("sst2", "b"): 8} and fixed["eval_runs"] == 6
     assert plan.plan(pd.DataFrame(), cells(), 0, 60.0) is None
+
+
+def test_a_complete_design_says_what_each_undecided_comparison_would_need_and_why_it_was_not_run() -> None:
+    """Once the fixed design has run in full, "To decide it" no longer plans 0 runs in 0.0 h: each undecided
+    comparison gets its pairs and the seeds needed at its evaluation seeds' sd; one already at that number was
+    powered and found less than the declared effect (more seeds are not what it lacks); decided ones are counted."""
+    table = rows(("a", "b", "underpowered", 15), ("a", "c", "underpowered", 9), ("a", "d", "agrees", 13),
+                 ("e", "f", "underpowered", None))  # fmt: skip
+    table["expected"], table["n_pairs"] = [1, 1, 1, 0], [5, 9, 12, 2]
+    text = plan.markdown_complete(table)
+    assert text.startswith("**To decide it:** its fixed design has run in full; 1 of 4 comparisons decided.")
+    assert "sst2 a vs b: 5 seed pairs, ≈ 15 needed for its declared effect;" in text
+    assert ("sst2 a vs c: 9 seed pairs, which had 80% power for its declared effect (≈ 9 needed) and did not detect "
+            "it (its t CI bounds the difference);") in text
+    assert "sst2 e vs f: not sized (2 seed pairs)." in text and "a vs d" not in text
+    assert "(within 5–12) before any of them runs" in text and "optional stopping" in text

@@ -295,6 +295,8 @@ def _decision_plan(experiment: str, variant: str, df: pd.DataFrame, cells: pd.Da
     mean_time = float(completed["time_s"].mean()) if len(completed) else math.nan
     todo = plan.plan(_sized_on_tuning_seeds(claim, df, rows), cells, grid_to_go, mean_time, pilot_needs)
     undecided = todo is not None and (rows["outcome"] == UNDERPOWERED).any()
+    if undecided and not todo["grid_runs"] and not todo["eval_runs"]:
+        return todo, plan.markdown_complete(rows)
     return todo, plan.markdown_plan(todo, mean_time) if undecided else ""
 
 

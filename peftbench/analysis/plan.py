@@ -87,3 +87,29 @@ def markdown_plan(p: dict, mean_time_s: float) -> str:
         text += (f" Past the {MAX_EVAL}-seed cap (at {MAX_EVAL} seeds, 80% power only if their evaluation seeds "
                  f"spread less than their tuning seeds): {named}.")
     return text
+
+
+def markdown_complete(rows: pd.DataFrame) -> str:
+    """The "To decide it" paragraph of a claim whose fixed design has run in full (no tuning or evaluation run left)
+    and that still has underpowered comparisons: for each, its seed pairs and the seeds its declared effect or
+    margin would need at the sd of its **evaluation** seeds (`rows`' own ``seeds_needed``), and why no more ran. One
+    already at that number was powered for the declared effect and did not detect it (its t CI bounds the
+    difference). More seeds would be a new fixed design, not more of this one: adding seeds after a look is
+    optional stopping."""
+    undecided = rows[rows["outcome"] == UNDERPOWERED]
+    parts = []
+    for _, r in undecided.iterrows():
+        need, n = _needed(r, {})[0], int(r["n_pairs"])
+        size = "its declared effect" if r["expected"] else "equivalence at its margin"
+        if need is None:
+            parts.append(f"{r['task']} {r['a']} vs {r['b']}: not sized ({n} seed pairs)")
+        elif need <= n:
+            parts.append(f"{r['task']} {r['a']} vs {r['b']}: {n} seed pairs, which had 80% power for {size} "
+                         f"(≈ {need} needed) and did not detect it (its t CI bounds the difference)")  # fmt: skip
+        else:
+            parts.append(f"{r['task']} {r['a']} vs {r['b']}: {n} seed pairs, ≈ {need} needed for {size}")
+    return (f"**To decide it:** its fixed design has run in full; {len(rows) - len(undecided)} of {len(rows)} "
+            f"comparisons decided. The undecided, at the sd of their evaluation seeds: " + "; ".join(parts) + ". "
+            f"More seeds were not run: the protocol fixes each cell's evaluation seeds from the tuning seeds (within "
+            f"{MIN_EVAL}–{MAX_EVAL}) before any of them runs, and adding seeds after reading the result would be "
+            "optional stopping; deciding these would take a new fixed design at the numbers above.")
