@@ -178,6 +178,24 @@ def test_a_verdict_before_any_evaluation_seed_reads_tuning_seeds_only(
     assert f"**disagrees** (provisional: 0 of its grid's {len(df)} runs)" in text
 
 
+def test_each_claim_reads_its_own_cells_evaluation_seeds(results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two claims of one experiment: evaluation seeds for the small tier's cells make attention_small's verdict
+    an evaluation one, while ffn_large, whose cells have none, still reads tuning seeds only (not *interim*)."""
+    df, _ = load_records([results / "representation_cpu"])
+    monkeypatch.setattr(findings, "planned_keys", lambda experiment, variant: tuple(df["run_key"]))
+    rep = results / "representation_cpu" / "d"
+    for seed in range(100, 105):
+        for method, acc in (("pa_ffn", 0.70 + 0.002 * (seed - 100)), ("pa_attn", 0.80 - 0.002 * (seed - 100))):
+            write(rep / f"{method}-1-{seed}", record(method, seed, acc, sweep="representation_cpu", share=0.001, r=1))
+    text, verdicts = findings.build(results, n_resamples=100)
+    by_key = {c.key: verdicts.iloc[i] for i, c in enumerate(findings.CLAIMS)}
+    small, large = by_key["attention_small"], by_key["ffn_large"]
+    assert small["verdict"] == AGREES and small["tuning_only"] == 0
+    assert large["verdict"] == AGREES and large["tuning_only"] > 0 and large["interim"] == 0
+    assert text.count("(tuning seeds only: chosen and compared on the same runs") == 2  # ffn_large: table, heading
+    assert "(interim:" not in text
+
+
 def test_grid_progress_counts_the_grid_jobs_done_not_the_records(monkeypatch: pytest.MonkeyPatch) -> None:
     """lr extensions and evaluation seeds are not grid jobs: table2_cpu once had 145 records for a 144-job grid
     whose STS-B half had never run, and read as complete. A failed run of a grid job does not count as done."""

@@ -315,6 +315,13 @@ def evaluation_targets(df: pd.DataFrame, n_resamples: int = 200) -> dict[tuple[s
     return targets
 
 
+def _evaluation_started(cells: pd.DataFrame, rows: pd.DataFrame) -> bool:
+    """Whether any cell of the claim's comparisons `rows` has an evaluation seed (another claim's cells in the same
+    experiment do not count: P-tuning v2's SmolLM2 claim read *interim* once its MiniLM claims' seeds ran)."""
+    own = {(r["task"], side) for _, r in rows.iterrows() for side in (r["a"], r["b"])}
+    return bool(any((c["task"], c["label"]) in own and c["n_evaluation"] > 0 for _, c in cells.iterrows()))
+
+
 def _experiment_records(results: Path, experiment: str, variant: str) -> pd.DataFrame:
     path = results / f"{experiment}_{variant}"
     return load_records([path])[0] if path.is_dir() else pd.DataFrame()
@@ -350,7 +357,7 @@ def build(
     for claim in CLAIMS:
         rows = tested[claim.key][0]
         todo = plans[claim.key][0]
-        started = len(rows) and (cells_of[claim.experiment]["n_evaluation"] > 0).any()
+        started = len(rows) and _evaluation_started(cells_of[claim.experiment], rows)
         outcomes = list(rows["outcome"]) if len(rows) else []
         undecided = rows[rows["outcome"] == UNDERPOWERED] if len(rows) else rows
         verdict = claim_verdict(outcomes, list(undecided["seeds_needed"]) if len(undecided) else [])
