@@ -86,7 +86,7 @@ def claim_verdict(outcomes: Iterable[str], needed: Iterable[int | None] = ()) ->
     if support and contradict:
         return MIXED
     needed = list(needed)
-    counts = [int(n) for n in needed if n is not None and math.isfinite(n)]  # a table column holds NaN for None
+    counts = [int(n) for n in needed if pd.notna(n)]  # a table column holds NaN for None
     unsized = len(needed) - len(counts)
     if not counts:
         return UNDERPOWERED
@@ -377,9 +377,10 @@ def build(
         done, planned = unfinished.get(v["experiment"], (0, 0))
         pilot_note = (f" (a bf16 pilot sizes it at ≈ {int(v['pilot_needs'])} seeds)"
                       if v["verdict"] == NOT_RUN and pd.notna(v["pilot_needs"]) else "")  # fmt: skip
-        interim = (f" (interim: {v['interim']} evaluation runs of its fixed design to go)"
-                   if v["interim"] and not v["provisional"] else "")  # fmt: skip
-        if v["tuning_only"] and not v["provisional"]:
+        interim = ""
+        if v["interim"] and not v["provisional"]:
+            interim = f" (interim: {v['interim']} evaluation runs of its fixed design to go)"
+        elif v["tuning_only"] and not v["provisional"]:
             interim = (f" (tuning seeds only: chosen and compared on the same runs; its {v['tuning_only']} "
                        "evaluation runs have not started)")  # fmt: skip
         return f"**{v['verdict']}**" + (f" (provisional: {done} of its grid's {planned} runs)" if v["provisional"]
